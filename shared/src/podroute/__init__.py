@@ -1,0 +1,59 @@
+"""PodRoute: async Python functions as load-balanced HTTP routes of serverless endpoints.
+
+    from podroute import CpuLiveLoadBalancer, remote
+
+    api = CpuLiveLoadBalancer(name="text")
+
+    @remote(api, method="POST", path="/upper")
+    async def upper(text: str) -> dict:
+        if not text:
+            raise ValueError("text must not be empty")   # -> 400 problem+json
+        return {"text": text.upper()}
+"""
+
+from podroute.app import Mount, create_app
+from podroute.binding import accepts
+from podroute.errors import HTTPError
+from podroute.registry import (
+    Registry,
+    Route,
+    RouteDeclarationError,
+    current_registry,
+    on_startup,
+    remote,
+    use_registry,
+)
+from podroute.resources import (
+    CpuLiveLoadBalancer,
+    CpuLoadBalancerSlsResource,
+    LiveLoadBalancer,
+    LoadBalancerSlsResource,
+    Resource,
+    ResourceConfigError,
+)
+from podroute.settings import AppSettings, ServerSettings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppSettings",
+    "CpuLiveLoadBalancer",
+    "CpuLoadBalancerSlsResource",
+    "HTTPError",
+    "LiveLoadBalancer",
+    "LoadBalancerSlsResource",
+    "Mount",
+    "Registry",
+    "Resource",
+    "ResourceConfigError",
+    "Route",
+    "RouteDeclarationError",
+    "ServerSettings",
+    "__version__",
+    "accepts",
+    "create_app",
+    "current_registry",
+    "on_startup",
+    "remote",
+    "use_registry",
+]

@@ -1,0 +1,363 @@
+"""`create_app`: a Quart app serving the routes of one or more resources.
+
+Each resource is mounted, optionally under a URL prefix. The app adds the health path (`/ping`),
+`/openapi.json`, `/docs`, and `/execute` for live (development) resources. Every response carries
+`X-Request-ID`; every error is problem+json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from quart import Quart, Response, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
+
+from podroute.binding import Binder
+from podroute.docs import register_docs
+from podroute.errors import HTTPError, MalformedBodyError, problem_body
+from podroute.registry import PATH_PARAM_PATTERN, Registry, Route, StartupHook, current_registry
+from podroute.resources import Resource
+from podroute.responses import json_response, problem_response, sse_response
+from podroute.settings import AppSettings
+
+logger = logging.getLogger("podroute.app")
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_EXECUTE_KEYS = frozenset({"function", "kwargs"})
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A resource served under a URL prefix (e.g. '/gpu'), with an optional docs tag."""
+
+    resource: Resource
+    prefix: str = ""
+    tag: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
+            raise ValueError(f"mount prefix {self.prefix!r} must start with '/' and not end with '/'")
+
+
+@dataclass
+class StartupState:
+    """Progress of one mount's startup hooks: 'starting', 'ready' or 'failed'."""
+
+    hooks: list[StartupHook]
+    status: str = "starting"
+    error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    ready_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hooks:
+            self.status = "ready"
+            self.ready_after_s = 0.0
+
+
+@dataclass(frozen=True)
+class BoundRoute:
+    """A route as served: its mount, full path and binder."""
+
+    route: Route
+    mount: Mount
+    binder: Binder
+    state: StartupState
+
+    @property
+    def full_path(self) -> str:
+        """The route's path including the mount prefix."""
+        return f"{self.mount.prefix}{self.route.path}"
+
+
+@dataclass
+class PodRouteState:
+    """What `create_app` attaches to the app as `app.extensions['podroute']`."""
+
+    settings: AppSettings
+    mounts: list[Mount]
+    routes: list[BoundRoute]
+    startup: list[StartupState]
+    openapi: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """'failed' if any mount failed, else 'starting' while any hook runs, else 'ready'."""
+        statuses = {s.status for s in self.startup}
+        if "failed" in statuses:
+            return "failed"
+        return "starting" if "starting" in statuses else "ready"
+
+
+def request_id() -> str:
+    """The current request's id: the client's `X-Request-ID` if sane, else a new one."""
+    sent = request.headers.get(REQUEST_ID_HEADER)
+    if sent and _SANE_REQUEST_ID.match(sent):
+        return sent
+    return uuid.uuid4().hex
+
+
+def _with_request_id(response: Response, rid: str) -> Response:
+    response.headers[REQUEST_ID_HEADER] = rid
+    return response
+
+
+async def _call_route(function: Callable[..., Any], kwargs: dict[str, Any], is_async: bool) -> Any:
+    try:
+        if is_async:
+            return await function(**kwargs)
+        return await asyncio.to_thread(function, **kwargs)
+    except ValueError as error:
+        raise HTTPError(400, str(error) or "the input was rejected by the route") from error
+
+
+def _render(result: Any, rid: str) -> Response:
+    if isinstance(result, Response):
+        return result
+    if inspect.isasyncgen(result):
+        return sse_response(result, rid)
+    return json_response(result)
+
+
+def _make_view(bound: BoundRoute) -> Callable[..., Awaitable[Response]]:
+    function = bound.route.function
+    binder = bound.binder
+    state = bound.state
+    is_async = inspect.iscoroutinefunction(function)
+    is_stream = inspect.isasyncgenfunction(function)
+
+    async def view(**view_args: str) -> Response:
+        rid = request_id()
+        if state.status != "ready":
+            raise _not_ready_error(state)
+        kwargs = await binder.bind(request, view_args)
+        if is_stream:
+            return _with_request_id(sse_response(function(**kwargs), rid), rid)
+        result = await _call_route(function, kwargs, is_async)
+        return _with_request_id(_render(result, rid), rid)
+
+    view.__name__ = f"podroute_{bound.route.name}"
+    return view
+
+
+def _not_ready_error(state: StartupState) -> HTTPError:
+    if state.status == "failed":
+        return HTTPError(503, "the worker failed to start; check its logs")
+    return HTTPError(
+        503, "the worker is still starting (startup hooks are running); retry shortly",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[Response]]:
+    async def execute() -> Response:
+        rid = request_id()
+        raw = await request.get_data(cache=False, as_text=False)
+        try:
+            payload = orjson.loads(raw or b"{}")
+        except orjson.JSONDecodeError as error:
+            raise MalformedBodyError(f"the request body is not valid JSON ({error})") from None
+        name, kwargs = _parse_execute_payload(payload)
+        bound = routes.get(name)
+        if bound is None:
+            available = ", ".join(sorted(routes)) or "none"
+            raise HTTPError(404, f"no registered function named {name!r}; available: {available}")
+        if bound.state.status != "ready":
+            raise _not_ready_error(bound.state)
+        function = bound.route.function
+        bound_kwargs = bound.binder.bind_kwargs(kwargs, request)
+        if inspect.isasyncgenfunction(function):
+            result: Any = [item async for item in function(**bound_kwargs)]
+        else:
+            result = await _call_route(function, bound_kwargs, inspect.iscoroutinefunction(function))
+        if isinstance(result, Response):
+            return _with_request_id(result, rid)
+        return _with_request_id(json_response({"result": result}), rid)
+
+    return execute
+
+
+def _parse_execute_payload(payload: Any) -> tuple[str, dict[str, Any]]:
+    def invalid(loc: list[Any], msg: str, kind: str) -> HTTPError:
+        from podroute.errors import RequestValidationError
+
+        return RequestValidationError([{"loc": ["body", *loc], "msg": msg, "type": kind}])
+
+    if not isinstance(payload, dict):
+        raise invalid([], 'expected an object {"function": "<name>", "kwargs": {...}}', "dict_type")
+    unknown = sorted(set(payload) - _EXECUTE_KEYS)
+    if unknown:
+        raise invalid([unknown[0]], "unknown key; /execute takes only 'function' and 'kwargs'", "extra_forbidden")
+    name = payload.get("function")
+    if not isinstance(name, str) or not name:
+        raise invalid(["function"], "the name of a registered function is required", "missing")
+    kwargs = payload.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise invalid(["kwargs"], "kwargs must be an object of argument names to values", "dict_type")
+    return name, kwargs
+
+
+def _werkzeug_rule(path: str) -> str:
+    return PATH_PARAM_PATTERN.sub(lambda m: f"<{m.group(1)}>", path)
+
+
+async def _run_hooks(state: StartupState, who: str) -> None:
+    for hook in state.hooks:
+        name = getattr(hook, "__name__", repr(hook))
+        try:
+            if inspect.iscoroutinefunction(hook):
+                await hook()
+            else:
+                await asyncio.to_thread(hook)
+        except Exception as error:  # a failing hook must mark the worker unhealthy, not crash it
+            state.status, state.error = "failed", f"{name}: {error}"
+            logger.exception("startup hook %s of %s failed; /ping now answers 503", name, who)
+            return
+    state.status = "ready"
+    state.ready_after_s = round(time.monotonic() - state.started_at, 3)
+    logger.info("%s ready after %.3fs of startup hooks", who, state.ready_after_s)
+
+
+def _register_lifecycle(app: Quart, state: PodRouteState) -> None:
+    tasks: list[asyncio.Task[None]] = []
+
+    @app.before_serving
+    async def start_hooks() -> None:
+        for mount, startup in zip(state.mounts, state.startup, strict=True):
+            if startup.status == "starting":
+                startup.started_at = time.monotonic()
+                tasks.append(asyncio.create_task(_run_hooks(startup, mount.resource.name)))
+
+    @app.after_serving
+    async def stop_hooks() -> None:
+        for task in tasks:
+            task.cancel()
+
+
+def _register_health(app: Quart, state: PodRouteState) -> None:
+    async def ping() -> Response:
+        rid = request_id()
+        status = state.status
+        if status == "ready":
+            return _with_request_id(json_response({"status": "healthy"}), rid)
+        if status == "starting":
+            return _with_request_id(Response(b"", status=204), rid)
+        errors = [s.error for s in state.startup if s.error]
+        body = problem_body(503, "startup failed: " + "; ".join(errors), rid, title="Unhealthy")
+        return _with_request_id(problem_response(503, body), rid)
+
+    app.add_url_rule(state.settings.health_path, "podroute_ping", ping, methods=["GET"])
+
+
+def _register_errors(app: Quart) -> None:
+    @app.errorhandler(HTTPError)
+    async def handle_http_error(error: HTTPError) -> Response:
+        rid = request_id()
+        return _with_request_id(problem_response(error.status, error.to_problem(rid), error.headers), rid)
+
+    @app.errorhandler(HTTPException)
+    async def handle_werkzeug_error(error: HTTPException) -> Response:
+        rid = request_id()
+        status = error.code or 500
+        headers: dict[str, str] = {}
+        if isinstance(error, NotFound):
+            detail = f"no route matches {request.method} {request.path}; see /docs for the routes"
+        elif isinstance(error, MethodNotAllowed):
+            allowed = ", ".join(sorted(set(error.valid_methods or [])))
+            headers["Allow"] = allowed
+            detail = f"{request.method} is not allowed on {request.path}; allowed: {allowed}"
+        elif isinstance(error, RequestEntityTooLarge):
+            limit = app.config["MAX_CONTENT_LENGTH"]
+            detail = f"the request body is larger than the {limit}-byte limit; send less data"
+        else:
+            detail = error.description or "the request could not be handled"
+        return _with_request_id(problem_response(status, problem_body(status, detail, rid), headers), rid)
+
+    @app.errorhandler(Exception)
+    async def handle_unexpected(error: Exception) -> Response:
+        rid = request_id()
+        logger.error(
+            "unhandled error in %s %s", request.method, request.path,
+            exc_info=error, extra={"request_id": rid},
+        )
+        detail = f"an internal error occurred; quote request id {rid} when reporting it"
+        return _with_request_id(problem_response(500, problem_body(500, detail, rid)), rid)
+
+
+def _bind_mounts(
+    mounts: list[Mount], registry: Registry
+) -> tuple[list[BoundRoute], list[StartupState]]:
+    routes: list[BoundRoute] = []
+    states: list[StartupState] = []
+    for mount in mounts:
+        entry = registry.entry(mount.resource)
+        if not entry.routes:
+            raise ValueError(f"resource {mount.resource.name!r} has no routes; declare some with @remote")
+        state = StartupState(list(entry.startup_hooks))
+        states.append(state)
+        routes.extend(BoundRoute(route, mount, Binder(route), state) for route in entry.routes)
+    return routes, states
+
+
+def _as_mounts(items: Iterable[Resource | Mount]) -> list[Mount]:
+    mounts = [item if isinstance(item, Mount) else Mount(item) for item in items]
+    if not mounts:
+        raise ValueError("create_app needs at least one resource")
+    prefixes = [m.prefix for m in mounts]
+    if len(set(prefixes)) != len(prefixes):
+        raise ValueError(f"two resources are mounted at the same prefix: {prefixes}")
+    return mounts
+
+
+def create_app(
+    *resources: Resource | Mount,
+    registry: Registry | None = None,
+    settings: AppSettings | None = None,
+) -> Quart:
+    """Build a Quart app serving the routes declared for `resources` (or `Mount`s).
+
+    `registry` defaults to the current one; `settings` to `AppSettings.from_env()`.
+    """
+    settings = settings or AppSettings.from_env()
+    mounts = _as_mounts(resources)
+    routes, startup = _bind_mounts(mounts, registry or current_registry())
+    app = Quart(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
+    app.url_map.strict_slashes = False
+    state = PodRouteState(settings, mounts, routes, startup)
+    app.extensions["podroute"] = state
+    for bound in routes:
+        app.add_url_rule(
+            _werkzeug_rule(bound.full_path),
+            f"{bound.mount.prefix}:{bound.route.name}",
+            _make_view(bound),
+            methods=[bound.route.method],
+        )
+    for mount in mounts:
+        if mount.resource.live:
+            named = {b.route.name: b for b in routes if b.mount is mount}
+            app.add_url_rule(
+                f"{mount.prefix}/execute", f"{mount.prefix}:podroute_execute",
+                _make_execute_view(named), methods=["POST"],
+            )
+    _register_health(app, state)
+    register_docs(app, state)
+    _register_lifecycle(app, state)
+    _register_errors(app)
+    return app
+
+
+def podroute_state(app: Quart) -> PodRouteState:
+    """The PodRoute state of an app made by `create_app`."""
+    state: PodRouteState = app.extensions["podroute"]
+    return state

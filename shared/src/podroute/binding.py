@@ -1,0 +1,277 @@
+"""Request -> function arguments, validated by pydantic.
+
+For each route a `Binder` is built once, when the app is created:
+
+| where the value comes from | which parameters |
+| --- | --- |
+| the URL path | parameters named in `{...}` segments, typed from their annotations |
+| the query string | the other parameters of GET and DELETE routes |
+| a JSON object body | the other parameters of POST, PUT and PATCH routes, keyed by name |
+| the whole JSON body | the single parameter of a body route annotated with a pydantic model, dataclass or TypedDict |
+| the request itself | a parameter annotated `quart.Request` |
+
+Unknown query or body keys are rejected (422). The same models produce the OpenAPI schema.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, get_args, get_origin
+
+import quart
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic.fields import FieldInfo
+from typing_extensions import is_typeddict
+
+from podroute.errors import MalformedBodyError, RequestValidationError
+from podroute.registry import Route
+
+QUERY_METHODS = frozenset({"GET", "DELETE"})
+BodyDecoder = Callable[[bytes, quart.Request], Any]
+"""Turns a raw request body into the route's arguments (a mapping), or None to fall back to JSON."""
+
+_DECODERS_ATTRIBUTE = "__podroute_body_decoders__"
+_FORBID_EXTRA = ConfigDict(extra="forbid")
+
+
+def accepts(media_type: str, decoder: BodyDecoder, *, description: str = "") -> Callable[[Any], Any]:
+    """Let a body route also accept `media_type`, decoded by `decoder` into its arguments.
+
+    The decoder gets the raw body and the request and returns a mapping of argument names to
+    values (validated like a JSON body), or None to let the body be parsed as JSON. Registering
+    `application/json` replaces the default JSON parsing, e.g. with a faster one for large arrays.
+    """
+
+    def decorate(function: Any) -> Any:
+        decoders = dict(getattr(function, _DECODERS_ATTRIBUTE, {}))
+        decoders[media_type.lower()] = (decoder, description or (decoder.__doc__ or "").strip())
+        setattr(function, _DECODERS_ATTRIBUTE, decoders)
+        return function
+
+    return decorate
+
+
+def body_decoders(function: Any) -> dict[str, tuple[BodyDecoder, str]]:
+    """The media types a route accepts besides JSON, with their decoders and descriptions."""
+    return dict(getattr(function, _DECODERS_ATTRIBUTE, {}))
+
+
+def is_whole_body_type(annotation: Any) -> bool:
+    """True for types that take a whole JSON object: pydantic models, dataclasses, TypedDicts."""
+    return (
+        (inspect.isclass(annotation) and issubclass(annotation, BaseModel))
+        or dataclasses.is_dataclass(annotation)
+        or is_typeddict(annotation)
+    )
+
+
+def _is_request_type(annotation: Any) -> bool:
+    return inspect.isclass(annotation) and issubclass(annotation, quart.Request)
+
+
+def _is_sequence_type(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        return _is_sequence_type(get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_sequence_type(arg) for arg in get_args(annotation) if arg is not type(None))
+    return origin in (list, tuple, set, frozenset)
+
+
+def _model_name(function_name: str, suffix: str) -> str:
+    return "".join(part.capitalize() for part in function_name.split("_")) + suffix
+
+
+def _forbid_extra_model(model: type[BaseModel]) -> type[BaseModel]:
+    if model.model_config.get("extra") is not None:
+        return model
+    return type(model.__name__, (model,), {"model_config": _FORBID_EXTRA, "__module__": model.__module__})
+
+
+def _strict_adapter(annotation: Any) -> TypeAdapter[Any]:
+    if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
+        return TypeAdapter(_forbid_extra_model(annotation))
+    try:
+        return TypeAdapter(annotation, config=_FORBID_EXTRA)
+    except Exception:  # types with their own pydantic config refuse an outer one
+        return TypeAdapter(annotation)
+
+
+def _errors_from(error: ValidationError, where: str) -> list[dict[str, Any]]:
+    return [
+        {"loc": [where, *item["loc"]], "msg": item["msg"], "type": item["type"]}
+        for item in error.errors(include_url=False, include_input=False, include_context=False)
+    ]
+
+
+def _json_error_detail(error: ValidationError) -> str | None:
+    for item in error.errors(include_url=False, include_input=False):
+        if item["type"] == "json_invalid":
+            reason = item.get("ctx", {}).get("error", "invalid JSON")
+            return (
+                f"the request body is not valid JSON ({reason}); send a JSON object with "
+                "Content-Type: application/json"
+            )
+    return None
+
+
+class Binder:
+    """Binds requests (or `/execute` keyword arguments) to one route's function parameters."""
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        hints = typing.get_type_hints(route.function, include_extras=True)
+        signature = inspect.signature(route.function)
+        path_names = set(route.path_params)
+        self.request_param: str | None = None
+        self.path_adapters: dict[str, TypeAdapter[Any]] = {}
+        fields: dict[str, Any] = {}
+        for name, parameter in signature.parameters.items():
+            annotation = hints.get(name, Any)
+            if _is_request_type(annotation):
+                self.request_param = name
+            elif name in path_names:
+                self.path_adapters[name] = TypeAdapter(annotation)
+            else:
+                default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+                fields[name] = (annotation, default)
+        self.uses_query = route.method in QUERY_METHODS
+        self.whole_body_param: str | None = None
+        self.whole_body_adapter: TypeAdapter[Any] | None = None
+        self.model: type[BaseModel] | None = None
+        self.list_fields: frozenset[str] = frozenset()
+        self.decoders = {media: decoder for media, (decoder, _) in body_decoders(route.function).items()}
+        if self.uses_query:
+            self.model = self._fields_model(fields, "Query")
+            self.list_fields = frozenset(n for n, (ann, _) in fields.items() if _is_sequence_type(ann))
+        elif len(fields) == 1 and is_whole_body_type(next(iter(fields.values()))[0]):
+            (self.whole_body_param, (annotation, _default)), = fields.items()
+            self.whole_body_adapter = _strict_adapter(annotation)
+        else:
+            self.model = self._fields_model(fields, "Body")
+
+    def _fields_model(self, fields: dict[str, Any], suffix: str) -> type[BaseModel]:
+        name = _model_name(self.route.name, suffix)
+        model: type[BaseModel] = create_model(name, __config__=_FORBID_EXTRA, **fields)
+        model.__module__ = getattr(self.route.function, "__module__", __name__)
+        return model
+
+    @property
+    def body_schema_type(self) -> Any:
+        """What the body is validated against (model class or annotation); None for query routes."""
+        if self.uses_query:
+            return None
+        if self.whole_body_adapter is not None:
+            return self.whole_body_adapter
+        return self.model
+
+    def query_fields(self) -> dict[str, FieldInfo]:
+        """Query parameters of GET/DELETE routes by name."""
+        return dict(self.model.model_fields) if (self.uses_query and self.model) else {}
+
+    async def bind(self, request: quart.Request, view_args: Mapping[str, str]) -> dict[str, Any]:
+        """Validate the request and return the keyword arguments for the route's function."""
+        errors: list[dict[str, Any]] = []
+        kwargs = self._bind_path(view_args, errors)
+        if self.uses_query:
+            self._bind_query(request, kwargs, errors)
+        else:
+            await self._bind_body(request, kwargs, errors)
+        if errors:
+            raise RequestValidationError(errors)
+        if self.request_param is not None:
+            kwargs[self.request_param] = request
+        return kwargs
+
+    def bind_kwargs(self, values: Mapping[str, Any], request: quart.Request) -> dict[str, Any]:
+        """Validate keyword arguments given by name (the `/execute` call) exactly like a request."""
+        errors: list[dict[str, Any]] = []
+        kwargs = self._bind_path({n: values[n] for n in self.path_adapters if n in values}, errors)
+        for name in self.path_adapters:
+            if name not in values:
+                errors.append({"loc": ["kwargs", name], "msg": "Field required", "type": "missing"})
+        rest = {k: v for k, v in values.items() if k not in self.path_adapters}
+        if self.whole_body_adapter is not None and self.whole_body_param is not None:
+            rest = rest.get(self.whole_body_param, {}) if set(rest) <= {self.whole_body_param} else rest
+            self._validate_whole_body(rest, kwargs, errors, "kwargs")
+        elif self.model is not None:
+            self._validate_fields(rest, kwargs, errors, "kwargs")
+        if errors:
+            raise RequestValidationError(errors)
+        if self.request_param is not None:
+            kwargs[self.request_param] = request
+        return kwargs
+
+    def _bind_path(self, view_args: Mapping[str, Any], errors: list[dict[str, Any]]) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        for name, value in view_args.items():
+            adapter = self.path_adapters.get(name)
+            if adapter is None:
+                continue
+            try:
+                kwargs[name] = adapter.validate_python(value)
+            except ValidationError as error:
+                errors.extend({**e, "loc": ["path", name, *e["loc"][1:]]} for e in _errors_from(error, "path"))
+        return kwargs
+
+    def _bind_query(self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+        args = request.args
+        values: dict[str, Any] = {}
+        for key in args:
+            values[key] = args.getlist(key) if key in self.list_fields else args[key]
+        self._validate_fields(values, kwargs, errors, "query")
+
+    async def _bind_body(self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+        raw = await request.get_data(cache=False, as_text=False)
+        decoded = self._decode(raw, request) if self.decoders else None
+        if decoded is not None:
+            if self.whole_body_adapter is not None:
+                self._validate_whole_body(decoded, kwargs, errors, "body")
+            else:
+                self._validate_fields(decoded, kwargs, errors, "body")
+            return
+        if not raw.strip():
+            raw = b"{}"
+        try:
+            if self.whole_body_adapter is not None and self.whole_body_param is not None:
+                kwargs[self.whole_body_param] = self.whole_body_adapter.validate_json(raw)
+            elif self.model is not None:
+                kwargs.update(self.model.__pydantic_validator__.validate_json(raw).__dict__)
+        except ValidationError as error:
+            detail = _json_error_detail(error)
+            if detail is not None:
+                raise MalformedBodyError(detail) from None
+            errors.extend(_errors_from(error, "body"))
+
+    def _decode(self, raw: bytes, request: quart.Request) -> Any:
+        media_type = (request.mimetype or "").lower()
+        decoder = self.decoders.get(media_type)
+        if decoder is None:
+            return None
+        try:
+            return decoder(raw, request)
+        except ValueError as error:
+            raise MalformedBodyError(f"could not decode the {media_type} body: {error}") from None
+
+    def _validate_fields(
+        self, values: Any, kwargs: dict[str, Any], errors: list[dict[str, Any]], where: str
+    ) -> None:
+        if self.model is None:
+            return
+        try:
+            kwargs.update(self.model.model_validate(values).__dict__)
+        except ValidationError as error:
+            errors.extend(_errors_from(error, where))
+
+    def _validate_whole_body(
+        self, values: Any, kwargs: dict[str, Any], errors: list[dict[str, Any]], where: str
+    ) -> None:
+        assert self.whole_body_adapter is not None and self.whole_body_param is not None
+        try:
+            kwargs[self.whole_body_param] = self.whole_body_adapter.validate_python(values)
+        except ValidationError as error:
+            errors.extend(_errors_from(error, where))

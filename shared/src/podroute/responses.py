@@ -1,0 +1,95 @@
+"""Route return values -> HTTP responses.
+
+dicts, lists, scalars, pydantic models, dataclasses, numpy arrays and tensors become JSON (orjson);
+a Quart `Response` passes through; an async generator streams as Server-Sent Events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from quart import Response
+
+from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError, problem_body
+
+JSON_CONTENT_TYPE = "application/json"
+_ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+logger = logging.getLogger("podroute.responses")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, set | frozenset):
+        return list(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    tolist = getattr(value, "tolist", None)  # torch tensors, numpy scalars of odd dtypes
+    if callable(tolist):
+        return tolist()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    raise TypeError(f"cannot serialise a value of type {type(value).__name__} as JSON")
+
+
+def encode_json(value: Any) -> bytes:
+    """Serialise a route's return value to JSON bytes."""
+    if isinstance(value, BaseModel):
+        return value.__pydantic_serializer__.to_json(value)
+    return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
+
+
+def json_response(value: Any, status: int = 200) -> Response:
+    """A JSON response for a route's return value."""
+    return Response(encode_json(value), status=status, content_type=JSON_CONTENT_TYPE)
+
+
+def problem_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """A problem+json error response."""
+    response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    if headers:
+        response.headers.update(headers)
+    return response
+
+
+def _sse_event(data: bytes, event: str | None = None) -> bytes:
+    prefix = f"event: {event}\n".encode() if event else b""
+    return prefix + b"data: " + data + b"\n\n"
+
+
+async def _sse_frames(stream: AsyncIterator[Any], request_id: str) -> AsyncIterator[bytes]:
+    try:
+        async for item in stream:
+            yield _sse_event(item.encode() if isinstance(item, str) else encode_json(item))
+    except HTTPError as error:
+        yield _sse_event(orjson.dumps(error.to_problem(request_id)), "error")
+    except ValueError as error:
+        yield _sse_event(orjson.dumps(problem_body(400, str(error), request_id)), "error")
+    except Exception:
+        logger.exception("stream failed", extra={"request_id": request_id})
+        detail = f"the stream failed on the server; quote request id {request_id} when reporting it"
+        yield _sse_event(orjson.dumps(problem_body(500, detail, request_id)), "error")
+
+
+def sse_response(stream: AsyncIterator[Any], request_id: str) -> Response:
+    """Stream an async generator's items as Server-Sent Events (`data: <json>`).
+
+    An error raised mid-stream is sent as a final `event: error` carrying a problem object, since
+    the 200 status has already gone out.
+    """
+    response = Response(_sse_frames(stream, request_id), content_type="text/event-stream")
+    response.headers["Cache-Control"] = "no-cache"
+    response.headers["X-Accel-Buffering"] = "no"
+    response.timeout = None
+    return response

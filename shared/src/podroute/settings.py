@@ -1,0 +1,97 @@
+"""Typed settings, read from the environment once. Tests pass them explicitly instead."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_MAX_BODY_BYTES = 30 * 1024 * 1024
+"""RunPod's load balancer limit: 30 MB."""
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value PodRoute cannot use."""
+
+
+def _int_from(environ: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a whole number") from None
+    if value < minimum:
+        raise SettingsError(f"{key}={value} must be at least {minimum}")
+    return value
+
+
+def _port_from(environ: Mapping[str, str], key: str, default: int) -> int:
+    port = _int_from(environ, key, default, minimum=0)
+    if port > 65535:
+        raise SettingsError(f"{key}={port} is not a TCP port (0-65535)")
+    return port
+
+
+def log_level_from(environ: Mapping[str, str]) -> str:
+    """`LOG_LEVEL` upper-cased and checked (default INFO)."""
+    level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    if level not in LOG_LEVELS:
+        raise SettingsError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """How an app built by `create_app` behaves."""
+
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    health_path: str = "/ping"
+    title: str = "PodRoute API"
+
+    def __post_init__(self) -> None:
+        if not self.health_path.startswith("/"):
+            raise SettingsError(f"HEALTH_CHECK_PATH={self.health_path!r} must start with '/'")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
+        """Read `PODROUTE_MAX_BODY_BYTES` and `HEALTH_CHECK_PATH`."""
+        env = os.environ if environ is None else environ
+        return cls(
+            max_body_bytes=_int_from(env, "PODROUTE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            health_path=env.get("HEALTH_CHECK_PATH", "").strip() or "/ping",
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Where and how a worker listens (RunPod's contract: `PORT`, `PORT_HEALTH`, 0.0.0.0)."""
+
+    host: str = "0.0.0.0"
+    port: int = 80
+    port_health: int | None = None
+    log_level: str = "INFO"
+    access_log: bool = True
+    graceful_timeout: float = 30.0
+
+    @property
+    def ports(self) -> list[int]:
+        """The ports to bind: `port`, plus `port_health` when it differs."""
+        extra = [self.port_health] if self.port_health not in (None, self.port) else []
+        return [self.port, *extra]  # type: ignore[list-item]
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        """Read `HOST`, `PORT`, `PORT_HEALTH`, `LOG_LEVEL` and `PODROUTE_ACCESS_LOG` (1/0)."""
+        env = os.environ if environ is None else environ
+        port = _port_from(env, "PORT", 80)
+        return cls(
+            host=env.get("HOST", "").strip() or "0.0.0.0",
+            port=port,
+            port_health=_port_from(env, "PORT_HEALTH", port),
+            log_level=log_level_from(env),
+            access_log=env.get("PODROUTE_ACCESS_LOG", "1").strip() not in ("0", "false", "no"),
+        )
