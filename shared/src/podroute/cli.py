@@ -1,0 +1,119 @@
+"""The `podroute` command (also `python -m podroute`).
+
+    podroute serve MODULE[:RESOURCE]   serve one resource's routes as a worker (PORT, default 80)
+    podroute dev                       serve every service of the project on localhost:8888
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from podroute import __version__
+from podroute.discovery import DiscoveryError, load_target
+from podroute.logs import configure_logging
+from podroute.registry import RouteDeclarationError
+from podroute.resources import ResourceConfigError
+from podroute.server import SERVERS, ServerError, first_free_port, run_app
+from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
+
+_USER_ERRORS = (DiscoveryError, ServerError, SettingsError, RouteDeclarationError, ResourceConfigError)
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="podroute",
+        description="Serve async Python functions as load-balanced HTTP routes.",
+        epilog="Run 'podroute COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"podroute {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve one resource's routes as a worker",
+        description="Serve one resource's routes, /ping, /openapi.json and /docs. Listens on HOST:PORT "
+        "(default 0.0.0.0:80, RunPod's contract) and also on PORT_HEALTH when it differs. "
+        "LOG_LEVEL sets the log level; HEALTH_CHECK_PATH the health path; "
+        "PODROUTE_MAX_BODY_BYTES the body limit (default 30 MB).",
+    )
+    serve.add_argument("target", metavar="MODULE[:RESOURCE]", help="module declaring the routes, e.g. services.cpu.endpoint")
+    serve.add_argument("--host", help="address to bind (env HOST, default 0.0.0.0)")
+    serve.add_argument("--port", type=int, help="port to bind (env PORT, default 80)")
+    serve.add_argument("--server", choices=SERVERS, default=os.environ.get("PODROUTE_SERVER", "hypercorn"),
+                       help="HTTP server (env PODROUTE_SERVER, default hypercorn)")
+    serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
+
+    dev = commands.add_parser(
+        "dev",
+        help="serve every service of the project, with docs and reload",
+        description="Serve every service of the project under /<service> with one /docs, a home page and "
+        "reload on code change. Address: FLASH_HOST:FLASH_PORT (default localhost:8888); a taken "
+        "port moves to the next free one.",
+    )
+    dev.add_argument("--host", default=os.environ.get("FLASH_HOST", "localhost"), help="address (env FLASH_HOST)")
+    dev.add_argument("--port", type=int, default=int(os.environ.get("FLASH_PORT", "8888")), help="port (env FLASH_PORT)")
+    dev.add_argument("--project", type=Path, default=Path.cwd(), help="project root (default: current folder)")
+    dev.add_argument("--no-reload", action="store_true", help="do not restart on code change")
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = ServerSettings.from_env()
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if overrides.get("port") is not None and "PORT_HEALTH" not in os.environ:
+        overrides["port_health"] = overrides["port"]
+    if args.no_access_log:
+        overrides["access_log"] = False
+    settings = ServerSettings(**{**settings.__dict__, **overrides})
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    from podroute.app import create_app
+
+    resource, registry = load_target(args.target)
+    app = create_app(resource, registry=registry, settings=AppSettings.from_env())
+    run_app(app, settings, server=args.server, target=args.target)
+    return 0
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from podroute.dev import create_dev_app, run_with_reload
+
+    project = args.project.resolve()
+    if not args.no_reload:
+        port = first_free_port(args.host, args.port)
+        child = ["dev", "--no-reload", "--host", args.host, "--port", str(port), "--project", str(project)]
+        print(f"podroute dev: http://{args.host}:{port}/ (docs at /docs), reloading on change", file=sys.stderr)
+        return run_with_reload(child, project)
+    app = create_dev_app(project)
+    settings = ServerSettings(host=args.host, port=args.port, log_level=log_level_from(os.environ))
+    run_app(app, settings)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `podroute` command; returns the exit status."""
+    args = _build_parser().parse_args(argv)
+    try:
+        configure_logging(log_level_from(os.environ))
+        if args.command == "serve":
+            return _serve(args)
+        return _dev(args)
+    except _USER_ERRORS as error:
+        print(f"podroute {args.command}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def run_standalone(target: str) -> int:
+    """Serve one module's resource on FLASH_HOST:FLASH_PORT (default localhost:8000), no prefix.
+
+    For a service's `__main__.py`: `sys.exit(run_standalone("services.cpu.endpoint"))`.
+    """
+    host = os.environ.get("FLASH_HOST", "localhost")
+    port = os.environ.get("FLASH_PORT", "8000")
+    return main(["serve", target, "--host", host, "--port", port])

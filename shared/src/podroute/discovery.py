@@ -1,0 +1,118 @@
+"""Finding routes in user code: a `MODULE[:RESOURCE]` target, or every service of a project.
+
+A project keeps its services in a folder (default `services/`, or `[tool.podroute] services` in the
+project's `pyproject.toml`); each sub-package is one service, and its routes are declared in its
+`endpoint` module (or the package itself when it has none).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import tomllib
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from podroute.registry import Registry, ResourceEntry, use_registry
+from podroute.resources import Resource
+
+
+class DiscoveryError(Exception):
+    """User code could not be imported, or it declares no (or ambiguous) resources."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """One service of a project: its name (the folder) and the resources it declares."""
+
+    name: str
+    module: str
+    entries: tuple[ResourceEntry, ...]
+
+
+def _describe_import_error(module: str, error: BaseException) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    user_frames = [f for f in frames if "importlib" not in f.filename]
+    where = f" ({user_frames[-1].filename}, line {user_frames[-1].lineno})" if user_frames else ""
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f" ({error.filename}, line {error.lineno})"
+    return f"cannot import {module}{where}: {type(error).__name__}: {error}"
+
+
+def import_routes(module: str, registry: Registry) -> ModuleType:
+    """Import `module` with `registry` current, so its `@remote` routes are recorded there."""
+    with use_registry(registry):
+        try:
+            if module in sys.modules:
+                return importlib.reload(sys.modules[module])
+            return importlib.import_module(module)
+        except ModuleNotFoundError as error:
+            if error.name and module.startswith(error.name):
+                raise DiscoveryError(
+                    f"no module named {module!r}; run from the project root or check the name"
+                ) from None
+            raise DiscoveryError(_describe_import_error(module, error)) from error
+        except Exception as error:
+            raise DiscoveryError(_describe_import_error(module, error)) from error
+
+
+def load_target(target: str, registry: Registry | None = None) -> tuple[Resource, Registry]:
+    """Import `MODULE[:RESOURCE]` and return the resource to serve with its registry.
+
+    RESOURCE is a module attribute or a resource name; it may be left out when the module declares
+    exactly one resource.
+    """
+    module_name, _, resource_name = target.partition(":")
+    registry = registry or Registry()
+    module = import_routes(module_name, registry)
+    entries = list(registry)
+    if not entries:
+        raise DiscoveryError(f"{module_name} declares no routes; decorate functions with @remote")
+    if resource_name:
+        attribute = getattr(module, resource_name, None)
+        for entry in entries:
+            if entry.resource is attribute or entry.resource.name == resource_name:
+                return entry.resource, registry
+        names = ", ".join(e.resource.name for e in entries)
+        raise DiscoveryError(f"{module_name} has no resource {resource_name!r}; it declares: {names}")
+    if len(entries) > 1:
+        names = ", ".join(e.resource.name for e in entries)
+        raise DiscoveryError(f"{module_name} declares several resources ({names}); pick one: {target}:NAME")
+    return entries[0].resource, registry
+
+
+def services_folder(project: Path) -> Path:
+    """The folder holding the project's services (`[tool.podroute] services`, default 'services')."""
+    pyproject = project / "pyproject.toml"
+    folder = "services"
+    if pyproject.is_file():
+        config = tomllib.loads(pyproject.read_text()).get("tool", {}).get("podroute", {})
+        folder = str(config.get("services", folder))
+    return project / folder
+
+
+def discover_services(project: Path, registry: Registry) -> list[Service]:
+    """Import every service of the project into `registry`; one `Service` per sub-package."""
+    folder = services_folder(project)
+    if not folder.is_dir():
+        raise DiscoveryError(f"no services folder at {folder}; create it or set [tool.podroute] services")
+    if str(project) not in sys.path:
+        sys.path.insert(0, str(project))
+    package = ".".join(folder.relative_to(project).parts)
+    services = []
+    for child in sorted(folder.iterdir()):
+        if not (child / "__init__.py").is_file():
+            continue
+        module = f"{package}.{child.name}"
+        if (child / "endpoint.py").is_file():
+            module += ".endpoint"
+        before = {e.resource.name for e in registry}
+        import_routes(module, registry)
+        entries = tuple(e for e in registry if e.resource.name not in before)
+        if entries:
+            services.append(Service(child.name, module, entries))
+    if not services:
+        raise DiscoveryError(f"no service in {folder} declares routes; add @remote functions")
+    return services
