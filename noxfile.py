@@ -1,0 +1,72 @@
+"""Every chore is a nox session: dev, tests, lint, typecheck, e2e, bench.
+
+    nox -s dev        # dev server (8888) and the rest of the local stack
+    nox -s tests      # the whole test suite (what CI runs)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["tests", "lint", "typecheck"]
+
+PYTHON = "3.11"
+LINT_TOOLS = ("ruff==0.17.6",)
+TYPECHECK_TOOLS = ("mypy==2.4.1",)
+
+
+def _requirement_files(*patterns: str) -> list[str]:
+    args: list[str] = []
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(pattern)):
+            args += ["-r", str(path.relative_to(ROOT))]
+    return args
+
+
+def _install_project(session: nox.Session, *extra: str) -> None:
+    """The podroute library (editable, with every server), each service's and the dashboard's deps."""
+    session.install(
+        "-e", "./shared[servers]",
+        *_requirement_files("services/*/requirements.txt", "dashboard/requirements.txt"),
+        *extra,
+    )
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run the test suite; pass pytest options after '--' (e.g. nox -s tests -- -k docs)."""
+    _install_project(session, "-r", "tests/requirements.txt")
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def e2e(session: nox.Session) -> None:
+    """Only the browser tests (headless Chromium)."""
+    _install_project(session, "-r", "tests/requirements.txt")
+    session.run("pytest", "tests/e2e", *(session.posargs or ["-q"]))
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check over the whole repository."""
+    session.install(*LINT_TOOLS)
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on the podroute library."""
+    session.install("-e", "./shared[servers]", *TYPECHECK_TOOLS)
+    session.run("mypy", "--strict", "shared/src/podroute")
+
+
+@nox.session(python=PYTHON)
+def dev(session: nox.Session) -> None:
+    """Run the local stack: dev server on localhost:8888 (FLASH_HOST / FLASH_PORT)."""
+    _install_project(session)
+    session.run("python", "-m", "podroute", "dev", *session.posargs)

@@ -1,0 +1,120 @@
+"""Real servers for tests: Hypercorn in a thread, or the `podroute` CLI in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
+from quart import Quart
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STRICT = os.environ.get("PODROUTE_STRICT_TESTS") == "1"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def hypercorn_server(app: Quart) -> Iterator[str]:
+    """Serve `app` on real Hypercorn on an ephemeral loopback port; yields the base URL."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.fileno()}"]
+    config.graceful_timeout = 2
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete,
+        args=(serve(app, config, shutdown_trigger=stop.wait),),  # type: ignore[arg-type]
+        daemon=True,
+    )
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for_http(base + "/openapi.json")
+    try:
+        yield base
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        sock.close()
+
+
+def wait_for_http(url: str, timeout: float = 20.0, ok: tuple[int, ...] = (200, 204)) -> httpx.Response:
+    """Poll `url` until it answers one of the `ok` statuses."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(url, timeout=2)
+            if response.status_code in ok:
+                return response
+        except httpx.HTTPError as error:
+            last = error
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer {ok} within {timeout}s (last error: {last})")
+
+
+class CliServer:
+    """A `python -m podroute ...` subprocess with its output captured."""
+
+    def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "podroute", *args],
+            cwd=cwd,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+
+    def stop(self, timeout: float = 15.0) -> str:
+        """SIGTERM the server, wait for it, and return everything it printed."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            output, _ = self.process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            output, _ = self.process.communicate()
+        return output
+
+
+@contextlib.contextmanager
+def cli_server(
+    args: list[str], cwd: Path, env: Mapping[str, str] | None = None, ready_url: str | None = None
+) -> Iterator[CliServer]:
+    """Run the podroute CLI until the block ends; waits for `ready_url` first when given."""
+    server = CliServer(args, cwd, env or {})
+    try:
+        if ready_url:
+            try:
+                wait_for_http(ready_url, timeout=30)
+            except TimeoutError:
+                output = server.stop()
+                raise AssertionError(f"server never became ready; it printed:\n{output}") from None
+        yield server
+    finally:
+        server.stop()
