@@ -1,7 +1,7 @@
 """Every chore is a nox session: dev, tests, lint, typecheck, e2e, bench.
 
-    nox -s dev        # dev server (8888) and the rest of the local stack
-    nox -s tests      # the whole test suite (what CI runs)
+nox -s dev        # dev server (8888) and the rest of the local stack
+nox -s tests      # the whole test suite (what CI runs)
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ def _requirement_files(*patterns: str) -> list[str]:
 def _install_project(session: nox.Session, *extra: str) -> None:
     """The podroute library (editable, with every server), each service's and the dashboard's deps."""
     session.install(
-        "-e", "./shared[servers]",
+        "-e",
+        "./shared[servers]",
         *_requirement_files("services/*/requirements.txt", "dashboard/requirements.txt"),
         *extra,
     )

@@ -57,7 +57,8 @@ def hypercorn_server(app: Quart) -> Iterator[str]:
     finally:
         loop.call_soon_threadsafe(stop.set)
         thread.join(10)
-        sock.close()
+        with contextlib.suppress(OSError):  # Hypercorn closes the descriptor it was handed
+            sock.close()
 
 
 def wait_for_http(url: str, timeout: float = 20.0, ok: tuple[int, ...] = (200, 204)) -> httpx.Response:

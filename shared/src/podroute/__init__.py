@@ -1,14 +1,14 @@
 """PodRoute: async Python functions as load-balanced HTTP routes of serverless endpoints.
 
-    from podroute import CpuLiveLoadBalancer, remote
+from podroute import CpuLiveLoadBalancer, remote
 
-    api = CpuLiveLoadBalancer(name="text")
+api = CpuLiveLoadBalancer(name="text")
 
-    @remote(api, method="POST", path="/upper")
-    async def upper(text: str) -> dict:
-        if not text:
-            raise ValueError("text must not be empty")   # -> 400 problem+json
-        return {"text": text.upper()}
+@remote(api, method="POST", path="/upper")
+async def upper(text: str) -> dict:
+    if not text:
+        raise ValueError("text must not be empty")   # -> 400 problem+json
+    return {"text": text.upper()}
 """
 
 from podroute.app import Mount, create_app

@@ -18,13 +18,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import PydanticSchemaGenerationError, PydanticUserError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from podroute.binding import Binder
+from podroute.binding import Binder, read_body
 from podroute.docs import register_docs
 from podroute.errors import HTTPError, MalformedBodyError, problem_body
-from podroute.registry import PATH_PARAM_PATTERN, Registry, Route, StartupHook, current_registry
+from podroute.registry import (
+    PATH_PARAM_PATTERN,
+    Registry,
+    Route,
+    RouteDeclarationError,
+    StartupHook,
+    current_registry,
+)
 from podroute.resources import Resource
 from podroute.responses import json_response, problem_response, sse_response
 from podroute.settings import AppSettings
@@ -154,7 +162,8 @@ def _not_ready_error(state: StartupState) -> HTTPError:
     if state.status == "failed":
         return HTTPError(503, "the worker failed to start; check its logs")
     return HTTPError(
-        503, "the worker is still starting (startup hooks are running); retry shortly",
+        503,
+        "the worker is still starting (startup hooks are running); retry shortly",
         headers={"Retry-After": "1"},
     )
 
@@ -162,7 +171,7 @@ def _not_ready_error(state: StartupState) -> HTTPError:
 def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[Response]]:
     async def execute() -> Response:
         rid = request_id()
-        raw = await request.get_data(cache=False, as_text=False)
+        raw = await read_body(request)
         try:
             payload = orjson.loads(raw or b"{}")
         except orjson.JSONDecodeError as error:
@@ -197,7 +206,9 @@ def _parse_execute_payload(payload: Any) -> tuple[str, dict[str, Any]]:
         raise invalid([], 'expected an object {"function": "<name>", "kwargs": {...}}', "dict_type")
     unknown = sorted(set(payload) - _EXECUTE_KEYS)
     if unknown:
-        raise invalid([unknown[0]], "unknown key; /execute takes only 'function' and 'kwargs'", "extra_forbidden")
+        raise invalid(
+            [unknown[0]], "unknown key; /execute takes only 'function' and 'kwargs'", "extra_forbidden"
+        )
     name = payload.get("function")
     if not isinstance(name, str) or not name:
         raise invalid(["function"], "the name of a registered function is required", "missing")
@@ -287,16 +298,26 @@ def _register_errors(app: Quart) -> None:
     async def handle_unexpected(error: Exception) -> Response:
         rid = request_id()
         logger.error(
-            "unhandled error in %s %s", request.method, request.path,
-            exc_info=error, extra={"request_id": rid},
+            "unhandled error in %s %s",
+            request.method,
+            request.path,
+            exc_info=error,
+            extra={"request_id": rid},
         )
         detail = f"an internal error occurred; quote request id {rid} when reporting it"
         return _with_request_id(problem_response(500, problem_body(500, detail, rid)), rid)
 
 
-def _bind_mounts(
-    mounts: list[Mount], registry: Registry
-) -> tuple[list[BoundRoute], list[StartupState]]:
+def _binder_for(route: Route) -> Binder:
+    try:
+        return Binder(route)
+    except (TypeError, ValueError, PydanticUserError, PydanticSchemaGenerationError) as error:
+        raise RouteDeclarationError(
+            f"{route.name}: its parameters cannot be validated from a request: {error}"
+        ) from error
+
+
+def _bind_mounts(mounts: list[Mount], registry: Registry) -> tuple[list[BoundRoute], list[StartupState]]:
     routes: list[BoundRoute] = []
     states: list[StartupState] = []
     for mount in mounts:
@@ -305,7 +326,7 @@ def _bind_mounts(
             raise ValueError(f"resource {mount.resource.name!r} has no routes; declare some with @remote")
         state = StartupState(list(entry.startup_hooks))
         states.append(state)
-        routes.extend(BoundRoute(route, mount, Binder(route), state) for route in entry.routes)
+        routes.extend(BoundRoute(route, mount, _binder_for(route), state) for route in entry.routes)
     return routes, states
 
 
@@ -347,8 +368,10 @@ def create_app(
         if mount.resource.live:
             named = {b.route.name: b for b in routes if b.mount is mount}
             app.add_url_rule(
-                f"{mount.prefix}/execute", f"{mount.prefix}:podroute_execute",
-                _make_execute_view(named), methods=["POST"],
+                f"{mount.prefix}/execute",
+                f"{mount.prefix}:podroute_execute",
+                _make_execute_view(named),
+                methods=["POST"],
             )
     _register_health(app, state)
     register_docs(app, state)

@@ -7,7 +7,7 @@ For each route a `Binder` is built once, when the app is created:
 | the URL path | parameters named in `{...}` segments, typed from their annotations |
 | the query string | the other parameters of GET and DELETE routes |
 | a JSON object body | the other parameters of POST, PUT and PATCH routes, keyed by name |
-| the whole JSON body | the single parameter of a body route annotated with a pydantic model, dataclass or TypedDict |
+| the whole JSON body | a body route's only parameter, if it is a pydantic model, dataclass or TypedDict |
 | the request itself | a parameter annotated `quart.Request` |
 
 Unknown query or body keys are rejected (422). The same models produce the OpenAPI schema.
@@ -24,8 +24,9 @@ from typing import Any, get_args, get_origin
 
 import quart
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
-from typing_extensions import is_typeddict
+from typing_extensions import TypedDict, is_typeddict
 
 from podroute.errors import MalformedBodyError, RequestValidationError
 from podroute.registry import Route
@@ -53,6 +54,12 @@ def accepts(media_type: str, decoder: BodyDecoder, *, description: str = "") -> 
         return function
 
     return decorate
+
+
+async def read_body(request: quart.Request) -> bytes:
+    """The raw request body (Quart enforces MAX_CONTENT_LENGTH while reading it: 413)."""
+    data = await request.get_data(cache=False, as_text=False)
+    return data if isinstance(data, bytes) else data.encode()
 
 
 def body_decoders(function: Any) -> dict[str, tuple[BodyDecoder, str]]:
@@ -93,12 +100,21 @@ def _forbid_extra_model(model: type[BaseModel]) -> type[BaseModel]:
 
 
 def _strict_adapter(annotation: Any) -> TypeAdapter[Any]:
+    """An adapter for a whole-body type that rejects unknown keys unless the type allows them."""
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return TypeAdapter(_forbid_extra_model(annotation))
-    try:
-        return TypeAdapter(annotation, config=_FORBID_EXTRA)
-    except Exception:  # types with their own pydantic config refuse an outer one
+    if getattr(annotation, "__pydantic_config__", None) is not None:
         return TypeAdapter(annotation)
+    if is_typeddict(annotation):
+        hints = typing.get_type_hints(annotation, include_extras=True)
+        make_typed_dict: Any = TypedDict
+        strict_dict = make_typed_dict(annotation.__name__, hints, total=annotation.__total__)
+        strict_dict.__pydantic_config__ = _FORBID_EXTRA
+        return TypeAdapter(strict_dict)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        subclass = type(annotation.__name__, (annotation,), {"__module__": annotation.__module__})
+        return TypeAdapter(pydantic_dataclass(config=_FORBID_EXTRA)(subclass))
+    return TypeAdapter(annotation)
 
 
 def _errors_from(error: ValidationError, where: str) -> list[dict[str, Any]]:
@@ -149,7 +165,7 @@ class Binder:
             self.model = self._fields_model(fields, "Query")
             self.list_fields = frozenset(n for n, (ann, _) in fields.items() if _is_sequence_type(ann))
         elif len(fields) == 1 and is_whole_body_type(next(iter(fields.values()))[0]):
-            (self.whole_body_param, (annotation, _default)), = fields.items()
+            ((self.whole_body_param, (annotation, _default)),) = fields.items()
             self.whole_body_adapter = _strict_adapter(annotation)
         else:
             self.model = self._fields_model(fields, "Body")
@@ -215,18 +231,24 @@ class Binder:
             try:
                 kwargs[name] = adapter.validate_python(value)
             except ValidationError as error:
-                errors.extend({**e, "loc": ["path", name, *e["loc"][1:]]} for e in _errors_from(error, "path"))
+                errors.extend(
+                    {**e, "loc": ["path", name, *e["loc"][1:]]} for e in _errors_from(error, "path")
+                )
         return kwargs
 
-    def _bind_query(self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+    def _bind_query(
+        self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]
+    ) -> None:
         args = request.args
         values: dict[str, Any] = {}
         for key in args:
             values[key] = args.getlist(key) if key in self.list_fields else args[key]
         self._validate_fields(values, kwargs, errors, "query")
 
-    async def _bind_body(self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]) -> None:
-        raw = await request.get_data(cache=False, as_text=False)
+    async def _bind_body(
+        self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]
+    ) -> None:
+        raw = await read_body(request)
         decoded = self._decode(raw, request) if self.decoders else None
         if decoded is not None:
             if self.whole_body_adapter is not None:

@@ -1,7 +1,7 @@
 """The `podroute` command (also `python -m podroute`).
 
-    podroute serve MODULE[:RESOURCE]   serve one resource's routes as a worker (PORT, default 80)
-    podroute dev                       serve every service of the project on localhost:8888
+podroute serve MODULE[:RESOURCE]   serve one resource's routes as a worker (PORT, default 80)
+podroute dev                       serve every service of the project on localhost:8888
 """
 
 from __future__ import annotations
@@ -40,11 +40,17 @@ def _build_parser() -> argparse.ArgumentParser:
         "LOG_LEVEL sets the log level; HEALTH_CHECK_PATH the health path; "
         "PODROUTE_MAX_BODY_BYTES the body limit (default 30 MB).",
     )
-    serve.add_argument("target", metavar="MODULE[:RESOURCE]", help="module declaring the routes, e.g. services.cpu.endpoint")
+    serve.add_argument(
+        "target", metavar="MODULE[:RESOURCE]", help="module declaring the routes, e.g. services.cpu.endpoint"
+    )
     serve.add_argument("--host", help="address to bind (env HOST, default 0.0.0.0)")
     serve.add_argument("--port", type=int, help="port to bind (env PORT, default 80)")
-    serve.add_argument("--server", choices=SERVERS, default=os.environ.get("PODROUTE_SERVER", "hypercorn"),
-                       help="HTTP server (env PODROUTE_SERVER, default hypercorn)")
+    serve.add_argument(
+        "--server",
+        choices=SERVERS,
+        default=os.environ.get("PODROUTE_SERVER", "hypercorn"),
+        help="HTTP server (env PODROUTE_SERVER, default hypercorn)",
+    )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
     dev = commands.add_parser(
@@ -54,9 +60,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "reload on code change. Address: FLASH_HOST:FLASH_PORT (default localhost:8888); a taken "
         "port moves to the next free one.",
     )
-    dev.add_argument("--host", default=os.environ.get("FLASH_HOST", "localhost"), help="address (env FLASH_HOST)")
-    dev.add_argument("--port", type=int, default=int(os.environ.get("FLASH_PORT", "8888")), help="port (env FLASH_PORT)")
-    dev.add_argument("--project", type=Path, default=Path.cwd(), help="project root (default: current folder)")
+    dev.add_argument(
+        "--host", default=os.environ.get("FLASH_HOST", "localhost"), help="address (env FLASH_HOST)"
+    )
+    dev.add_argument(
+        "--port", type=int, default=int(os.environ.get("FLASH_PORT", "8888")), help="port (env FLASH_PORT)"
+    )
+    dev.add_argument(
+        "--project", type=Path, default=Path.cwd(), help="project root (default: current folder)"
+    )
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code change")
     return parser
 
@@ -86,7 +98,9 @@ def _dev(args: argparse.Namespace) -> int:
     if not args.no_reload:
         port = first_free_port(args.host, args.port)
         child = ["dev", "--no-reload", "--host", args.host, "--port", str(port), "--project", str(project)]
-        print(f"podroute dev: http://{args.host}:{port}/ (docs at /docs), reloading on change", file=sys.stderr)
+        print(
+            f"podroute dev: http://{args.host}:{port}/ (docs at /docs), reloading on change", file=sys.stderr
+        )
         return run_with_reload(child, project)
     app = create_dev_app(project)
     settings = ServerSettings(host=args.host, port=args.port, log_level=log_level_from(os.environ))

@@ -62,6 +62,7 @@ def render_home(app: Quart) -> str:
     state = podroute_state(app)
     if state.openapi is None:
         state.openapi = build_openapi(state)
+    health = html.escape(state.settings.health_path)
     sections = []
     for mount in state.mounts:
         rows = "".join(
@@ -70,15 +71,15 @@ def render_home(app: Quart) -> str:
             for b in state.routes
             if b.mount is mount
         )
-        title = html.escape(f"{mount.tag or mount.resource.name}: {mount.resource.kind} resource {mount.resource.name}")
+        title = html.escape(
+            f"{mount.tag or mount.resource.name}: {mount.resource.kind} resource {mount.resource.name}"
+        )
         sections.append(f"<h2>{title}</h2><table>{rows}</table>")
     return (
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>{DEV_TITLE}</title></head><body><h1>{DEV_TITLE}</h1>"
         "<p>Interactive docs: <a href='/docs'>/docs</a> · OpenAPI: <a href='/openapi.json'>/openapi.json</a>"
-        f" · health: <a href='{html.escape(state.settings.health_path)}'>{html.escape(state.settings.health_path)}</a></p>"
-        + "".join(sections)
-        + "</body></html>"
+        f" · health: <a href='{health}'>{health}</a></p>" + "".join(sections) + "</body></html>"
     )
 
 
@@ -117,9 +118,11 @@ def run_with_reload(child_args: list[str], project: Path, interval: float = 0.5)
             time.sleep(interval)
             current = _snapshot(project)
             if current != snapshot:
-                changed = sorted(str(p.relative_to(project)) for p in set(current) ^ set(snapshot) | {
-                    p for p in current if snapshot.get(p) != current[p]
-                })
+                changed = sorted(
+                    str(p.relative_to(project))
+                    for p in set(current) ^ set(snapshot)
+                    | {p for p in current if snapshot.get(p) != current[p]}
+                )
                 print(f"podroute dev: {', '.join(changed[:3])} changed; reloading", file=sys.stderr)
                 break
         child.terminate()

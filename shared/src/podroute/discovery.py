@@ -18,6 +18,8 @@ from types import ModuleType
 from podroute.registry import Registry, ResourceEntry, use_registry
 from podroute.resources import Resource
 
+_LIBRARY_DIR = str(Path(__file__).parent)
+
 
 class DiscoveryError(Exception):
     """User code could not be imported, or it declares no (or ambiguous) resources."""
@@ -34,7 +36,9 @@ class Service:
 
 def _describe_import_error(module: str, error: BaseException) -> str:
     frames = traceback.extract_tb(error.__traceback__)
-    user_frames = [f for f in frames if "importlib" not in f.filename]
+    user_frames = [
+        f for f in frames if "importlib" not in f.filename and not f.filename.startswith(_LIBRARY_DIR)
+    ]
     where = f" ({user_frames[-1].filename}, line {user_frames[-1].lineno})" if user_frames else ""
     if isinstance(error, SyntaxError) and error.filename:
         where = f" ({error.filename}, line {error.lineno})"

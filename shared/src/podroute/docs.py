@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 import orjson
 from quart import Quart, Response, send_from_directory
+from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
-
-from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from podroute.openapi import build_openapi
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, TypeAdapter
 
 from podroute.binding import body_decoders
-from podroute.errors import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
+from podroute.errors import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, problem_body
 from podroute.registry import Route
 
 if TYPE_CHECKING:
@@ -57,7 +57,12 @@ def _problem_responses(codes: list[int]) -> dict[str, Any]:
     return {
         str(code): {
             "description": descriptions[code],
-            "content": {PROBLEM_CONTENT_TYPE: {"schema": _PROBLEM_REF}},
+            "content": {
+                PROBLEM_CONTENT_TYPE: {
+                    "schema": _PROBLEM_REF,
+                    "example": problem_body(code, descriptions[code], "3f1c0e7a9b2d4c58a6e1f0b7c2d9e4a1"),
+                }
+            },
         }
         for code in codes
     }
@@ -115,7 +120,8 @@ def _request_body(bound: BoundRoute, schemas: _Schemas) -> dict[str, Any] | None
                 entry["description"] = description
             content[media_type] = entry
     required = bound.binder.whole_body_param is not None or bool(
-        isinstance(target, type) and issubclass(target, BaseModel)
+        isinstance(target, type)
+        and issubclass(target, BaseModel)
         and any(f.is_required() for f in target.model_fields.values())
     )
     return {"required": required, "content": content}
@@ -143,7 +149,9 @@ def _operation(bound: BoundRoute, schemas: _Schemas, operation_id: str) -> dict[
 def _operation_ids(routes: list[BoundRoute]) -> list[str]:
     counts = Counter(b.route.name for b in routes)
     return [
-        b.route.name if counts[b.route.name] == 1 else f"{b.mount.tag or b.mount.resource.name}_{b.route.name}"
+        b.route.name
+        if counts[b.route.name] == 1
+        else f"{b.mount.tag or b.mount.resource.name}_{b.route.name}"
         for b in routes
     ]
 
@@ -156,7 +164,10 @@ def _health_operation(health_path: str) -> dict[str, Any]:
             "description": "200 when ready, 204 while startup hooks run, 503 if startup failed.",
             "tags": ["worker"],
             "responses": {
-                "200": {"description": "Ready", "content": {"application/json": {"schema": {"type": "object"}}}},
+                "200": {
+                    "description": "Ready",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
                 "204": {"description": "Initializing"},
                 **_problem_responses([503]),
             },
@@ -191,7 +202,9 @@ def _execute_operation(prefix: str, tag: str, names: list[str]) -> dict[str, Any
             "responses": {
                 "200": {
                     "description": "The function's result",
-                    "content": {"application/json": {"schema": {"type": "object", "properties": {"result": {}}}}},
+                    "content": {
+                        "application/json": {"schema": {"type": "object", "properties": {"result": {}}}}
+                    },
                 },
                 **_problem_responses([400, 404, 422, 500, 503]),
             },
@@ -212,7 +225,10 @@ def build_openapi(state: PodRouteState) -> dict[str, Any]:
             tag = mount.tag or mount.resource.name
             paths[f"{mount.prefix}/execute"] = _execute_operation(mount.prefix, tag, names)
     paths[state.settings.health_path] = _health_operation(state.settings.health_path)
-    tags = [{"name": m.tag or m.resource.name, "description": f"{m.resource.kind} resource {m.resource.name!r}"} for m in state.mounts]
+    tags = [
+        {"name": m.tag or m.resource.name, "description": f"{m.resource.kind} resource {m.resource.name!r}"}
+        for m in state.mounts
+    ]
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": state.settings.title, "version": "1.0.0"},

@@ -292,6 +292,8 @@ def resource_from_config(config: dict[str, Any]) -> Resource:
     type_name = str(fields.pop("type", ""))
     cls = RESOURCE_TYPES.get(type_name)
     if cls is None:
-        problem = FieldProblem("type", f"unknown resource type {type_name!r}; valid: {', '.join(RESOURCE_TYPES)}")
+        problem = FieldProblem(
+            "type", f"unknown resource type {type_name!r}; valid: {', '.join(RESOURCE_TYPES)}"
+        )
         raise ResourceConfigError("resource", [problem])
     return cls(**fields)

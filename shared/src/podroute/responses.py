@@ -53,9 +53,7 @@ def json_response(value: Any, status: int = 200) -> Response:
     return Response(encode_json(value), status=status, content_type=JSON_CONTENT_TYPE)
 
 
-def problem_response(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> Response:
+def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
     """A problem+json error response."""
     response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
     if headers:

@@ -76,7 +76,7 @@ def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any,
 
     async def main() -> None:
         stop = _shutdown_event()
-        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(app, config, shutdown_trigger=stop.wait)
 
     return main()
 

@@ -80,8 +80,9 @@ class ServerSettings:
     @property
     def ports(self) -> list[int]:
         """The ports to bind: `port`, plus `port_health` when it differs."""
-        extra = [self.port_health] if self.port_health not in (None, self.port) else []
-        return [self.port, *extra]  # type: ignore[list-item]
+        if self.port_health is None or self.port_health == self.port:
+            return [self.port]
+        return [self.port, self.port_health]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
