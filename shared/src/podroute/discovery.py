@@ -97,6 +97,16 @@ def services_folder(project: Path) -> Path:
     return project / folder
 
 
+def _forget_modules_from_elsewhere(package: str, project: Path) -> None:
+    """Drop cached modules of `package` that were imported from another project folder."""
+    for name, module in list(sys.modules.items()):
+        if name != package and not name.startswith(package + "."):
+            continue
+        locations = [getattr(module, "__file__", None), *getattr(module, "__path__", [])]
+        if not any(loc and Path(loc).resolve().is_relative_to(project) for loc in locations):
+            del sys.modules[name]
+
+
 def discover_services(project: Path, registry: Registry) -> list[Service]:
     """Import every service of the project into `registry`; one `Service` per sub-package."""
     folder = services_folder(project)
@@ -105,6 +115,7 @@ def discover_services(project: Path, registry: Registry) -> list[Service]:
     if str(project) not in sys.path:
         sys.path.insert(0, str(project))
     package = ".".join(folder.relative_to(project).parts)
+    _forget_modules_from_elsewhere(package, project)
     services = []
     for child in sorted(folder.iterdir()):
         if not (child / "__init__.py").is_file():

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
+from quart import Response
 
 from podroute import (
     AppSettings,
@@ -66,6 +67,10 @@ def declare_routes(resource: CpuLiveLoadBalancer | CpuLoadBalancerSlsResource) -
     async def broken_stream() -> AsyncIterator[dict[str, int]]:
         yield {"index": 0}
         raise ValueError("ran out of input")
+
+    @remote(resource, method="POST", path="/created")
+    async def created(name: str) -> Response:
+        return Response(f"made {name}", status=201, content_type="text/plain", headers={"Location": "/x/1"})
 
     @remote(resource, method="GET", path="/thread")
     def which_thread() -> dict[str, bool]:
@@ -175,6 +180,12 @@ def test_error_mid_stream_becomes_an_error_event(base: str) -> None:
     error_payload = text.split("event: error\ndata: ")[1].strip()
     assert json.loads(error_payload)["status"] == 400
     assert json.loads(error_payload)["detail"] == "ran out of input"
+
+
+def test_returned_response_passes_through(base: str) -> None:
+    response = httpx.post(f"{base}/created", json={"name": "it"})
+    assert (response.status_code, response.text, response.headers["location"]) == (201, "made it", "/x/1")
+    assert response.headers["content-type"].startswith("text/plain") and response.headers["x-request-id"]
 
 
 def test_sync_functions_run_in_a_thread(base: str) -> None:

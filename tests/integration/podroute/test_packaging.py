@@ -31,14 +31,19 @@ def test_fresh_virtualenv_install_serves_a_user_module(tmp_path: Path) -> None:
     python = env_dir / "bin" / "python"
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", str(REPO_ROOT / "shared")],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert install.returncode == 0, install.stderr
     (tmp_path / "hello.py").write_text(TEN_LINE_SERVICE)
     port = free_port()
     server = subprocess.Popen(
         [str(env_dir / "bin" / "podroute"), "serve", "hello", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         base = f"http://127.0.0.1:{port}"
