@@ -107,15 +107,26 @@ def _forget_modules_from_elsewhere(package: str, project: Path) -> None:
             del sys.modules[name]
 
 
+def prepare_imports(project: Path) -> str:
+    """Put `project` first on sys.path and forget stale copies of its services package.
+
+    Returns the services package name (e.g. 'services').
+    """
+    folder = services_folder(project)
+    if str(project) in sys.path:
+        sys.path.remove(str(project))
+    sys.path.insert(0, str(project))
+    package = ".".join(folder.relative_to(project).parts)
+    _forget_modules_from_elsewhere(package, project)
+    return package
+
+
 def discover_services(project: Path, registry: Registry) -> list[Service]:
     """Import every service of the project into `registry`; one `Service` per sub-package."""
     folder = services_folder(project)
     if not folder.is_dir():
         raise DiscoveryError(f"no services folder at {folder}; create it or set [tool.podroute] services")
-    if str(project) not in sys.path:
-        sys.path.insert(0, str(project))
-    package = ".".join(folder.relative_to(project).parts)
-    _forget_modules_from_elsewhere(package, project)
+    package = prepare_imports(project)
     services = []
     for child in sorted(folder.iterdir()):
         if not (child / "__init__.py").is_file():

@@ -30,6 +30,7 @@ _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_CHARS = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}-]*$")
 
 F = TypeVar("F", bound=Callable[..., Any])
+_ROUTE_ATTRIBUTE = "__podroute_route__"
 StartupHook = Callable[[], Any]
 
 
@@ -135,7 +136,10 @@ class Registry:
             normalized_method = _check_method(name, method)
             _check_path(name, path)
             _check_path_params(function, path)
-            self.add_route(Route(resource, normalized_method, path, function, deps))
+            route = Route(resource, normalized_method, path, function, deps)
+            self.add_route(route)
+            with contextlib.suppress(AttributeError, TypeError):  # e.g. builtins refuse attributes
+                setattr(function, _ROUTE_ATTRIBUTE, route)
             return function
 
         return decorate
@@ -254,6 +258,15 @@ def remote(
             "accepted: method, path, dependencies"
         )
     return current_registry().remote(resource, method=method, path=path, dependencies=dependencies)
+
+
+def route_of(function: Callable[..., Any]) -> Route:
+    """The route an `@remote` function was declared as (TypeError for any other function)."""
+    route = getattr(function, _ROUTE_ATTRIBUTE, None)
+    if not isinstance(route, Route):
+        name = getattr(function, "__name__", repr(function))
+        raise TypeError(f"{name} is not an @remote route; decorate it with @remote(resource, method=, path=)")
+    return route
 
 
 def on_startup(resource: Resource) -> Callable[[F], F]:

@@ -1,0 +1,246 @@
+"""One endpoint's workers: routing, request-count autoscaling, idle scale-down and rollouts.
+
+- Requests go to the ready worker (current release first) with the fewest requests in flight; an
+  `X-Runpod-Worker-Id` naming a ready worker is preferred.
+- desired workers = ceil((in flight + waiting) / scalerValue), clamped to [workersMin, workersMax];
+  a request waiting with no worker asks for at least one, so `workersMin = 0` scales from zero.
+- A worker idle for `idleTimeout` above the desired count is drained, then stopped.
+- A new release (build or env) starts new workers; each outdated worker is drained once enough new
+  ones are ready, so a rollout drops no request.
+- Unhealthy or dead workers leave the pool and are replaced, with a growing back-off when a release
+  keeps failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from podroute.runtime.state import EndpointRecord
+from podroute.runtime.workers import LIVE_STATES, Worker, WorkerSpec
+
+logger = logging.getLogger("podroute.runtime.pool")
+
+SpecFactory = Callable[[EndpointRecord], Awaitable[WorkerSpec]]
+
+
+class NoWorkerError(Exception):
+    """No worker became ready within the wait limit."""
+
+
+class EndpointPool:
+    """The workers of one endpoint and the loop that scales them."""
+
+    def __init__(self, record: EndpointRecord, make_spec: SpecFactory, tick_s: float = 0.1) -> None:
+        self.record = record
+        self.workers: list[Worker] = []
+        self.waiting = 0
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
+        self.failures: deque[dict[str, Any]] = deque(maxlen=10)
+        self._make_spec = make_spec
+        self._tick_s = tick_s
+        self._changed = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._consecutive_failures = 0
+        self._next_start_at = 0.0
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scaling loop."""
+        self._loop_task = asyncio.create_task(self._run())
+
+    async def close(self) -> None:
+        """Stop the loop and every worker."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        await asyncio.gather(*(w.stop() for w in self.workers))
+        self.workers.clear()
+
+    def wake(self) -> None:
+        """Re-run scaling now (after a config change or a waiting request)."""
+        self._changed.set()
+
+    # -- routing ------------------------------------------------------------------------------
+
+    def _routable(self) -> list[Worker]:
+        ready = [w for w in self.workers if w.state == "ready"]
+        current = [w for w in ready if w.release_key == self.record.release.key]
+        return current or ready
+
+    def pick(self, preferred: str | None = None) -> Worker | None:
+        """The worker for the next request, or None when none is ready."""
+        candidates = self._routable()
+        if not candidates:
+            return None
+        if preferred:
+            for worker in candidates:
+                if worker.id == preferred:
+                    return worker
+        return min(candidates, key=lambda w: w.inflight)
+
+    async def acquire(self, wait_s: float, preferred: str | None = None) -> Worker:
+        """A ready worker with the request counted in flight; waits up to `wait_s`."""
+        deadline = time.monotonic() + wait_s
+        worker = self.pick(preferred)
+        if worker is None:
+            self.waiting += 1
+            self.wake()
+            try:
+                while (worker := self.pick(preferred)) is None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise NoWorkerError(self.record.id)
+                    await asyncio.sleep(min(0.05, remaining))
+            finally:
+                self.waiting -= 1
+        worker.inflight += 1
+        worker.last_active = time.monotonic()
+        return worker
+
+    def release(self, worker: Worker) -> None:
+        """The request on `worker` has finished."""
+        worker.inflight -= 1
+        worker.last_active = time.monotonic()
+
+    # -- scaling ------------------------------------------------------------------------------
+
+    @property
+    def inflight(self) -> int:
+        """Requests being served by this endpoint's workers."""
+        return sum(w.inflight for w in self.workers)
+
+    def desired(self) -> int:
+        """How many workers the load asks for, within [workersMin, workersMax]."""
+        scaling = self.record.scaling
+        demand = self.inflight + self.waiting
+        wanted = math.ceil(demand / scaling["scalerValue"])
+        if self.waiting and wanted == 0:
+            wanted = 1
+        return max(scaling["workersMin"], min(scaling["workersMax"], wanted))
+
+    def _decide(self, action: str, reason: str) -> None:
+        entry = {"at": time.time(), "action": action, "reason": reason}
+        self.decisions.append(entry)
+        logger.info("endpoint %s: %s (%s)", self.record.id, action, reason)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await self.reconcile()
+            except Exception:  # the loop must survive one bad tick
+                logger.exception("endpoint %s: scaling tick failed", self.record.id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), self._tick_s)
+            self._changed.clear()
+
+    async def reconcile(self) -> None:
+        """One scaling step: drop the dead, start what is missing, drain what is idle or old."""
+        await self._remove_unhealthy()
+        current = [
+            w for w in self.workers if w.release_key == self.record.release.key and w.state in LIVE_STATES
+        ]
+        desired = self.desired()
+        if len(current) < desired:
+            await self._start_workers(desired - len(current), desired)
+        self._drain_outdated(desired)
+        self._drain_idle(current, desired)
+        await self._stop_drained()
+
+    async def _remove_unhealthy(self) -> None:
+        for worker in [w for w in self.workers if w.state == "unhealthy"]:
+            self.failures.append(
+                {"at": time.time(), "worker": worker.id, "reason": worker.failure, "log": worker.last_lines()}
+            )
+            if worker.ready_at is None:
+                self._consecutive_failures += 1
+                backoff = min(30.0, 0.5 * 2 ** (self._consecutive_failures - 1))
+                self._next_start_at = time.monotonic() + backoff
+            self._decide("replace", f"worker {worker.id} unhealthy: {worker.failure}")
+            await worker.stop(grace_s=2)
+            self.workers.remove(worker)
+
+    async def _start_workers(self, count: int, desired: int) -> None:
+        if time.monotonic() < self._next_start_at:
+            return
+        try:
+            spec = await self._make_spec(self.record)
+        except Exception as error:  # e.g. the worker environment failed to install
+            self._consecutive_failures += 1
+            self._next_start_at = time.monotonic() + min(30.0, 0.5 * 2 ** (self._consecutive_failures - 1))
+            self.failures.append({"at": time.time(), "worker": None, "reason": str(error), "log": []})
+            self._decide("start failed", str(error).splitlines()[0])
+            return
+        scaling = self.record.scaling
+        reason = (
+            f"{self.inflight} in flight + {self.waiting} waiting, scalerValue {scaling['scalerValue']}"
+            f" -> {desired} desired (min {scaling['workersMin']}, max {scaling['workersMax']})"
+        )
+        for _ in range(count):
+            worker = Worker(spec)
+            self.workers.append(worker)
+            await worker.start()
+            self._decide("scale out", f"started {worker.id}: {reason}")
+
+    def _drain_outdated(self, desired: int) -> None:
+        ready_current = sum(
+            1 for w in self.workers if w.release_key == self.record.release.key and w.state == "ready"
+        )
+        outdated = [
+            w for w in self.workers if w.release_key != self.record.release.key and w.state in LIVE_STATES
+        ]
+        if ready_current:
+            self._consecutive_failures = 0
+        keep = max(0, desired - ready_current)
+        for worker in sorted(outdated, key=lambda w: w.inflight)[: max(0, len(outdated) - keep)]:
+            worker.state = "draining"
+            self._decide(
+                "drain", f"{worker.id} runs an outdated release; {ready_current} new worker(s) ready"
+            )
+
+    def _drain_idle(self, current: list[Worker], desired: int) -> None:
+        idle_timeout = self.record.scaling["idleTimeout"]
+        now = time.monotonic()
+        live = [w for w in current if w.state in LIVE_STATES]
+        surplus = len(live) - desired
+        idle = sorted(
+            (
+                w
+                for w in live
+                if w.state == "ready" and w.inflight == 0 and now - w.last_active >= idle_timeout
+            ),
+            key=lambda w: w.last_active,
+        )
+        for worker in idle[: max(0, surplus)]:
+            worker.state = "draining"
+            self._decide("scale in", f"{worker.id} idle for {idle_timeout}s; {desired} desired")
+
+    async def _stop_drained(self) -> None:
+        for worker in [w for w in self.workers if w.state == "draining" and w.inflight == 0]:
+            await worker.stop()
+            self.workers.remove(worker)
+
+    def describe(self) -> dict[str, Any]:
+        """Workers, counts and recent decisions, for the control API."""
+        counts: dict[str, int] = {}
+        for worker in self.workers:
+            counts[worker.state] = counts.get(worker.state, 0) + 1
+        return {
+            "desired": self.desired(),
+            "inflight": self.inflight,
+            "waiting": self.waiting,
+            "workers": [w.describe() for w in self.workers],
+            "counts": counts,
+            "decisions": list(self.decisions)[-20:],
+            "failures": list(self.failures),
+        }

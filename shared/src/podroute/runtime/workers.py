@@ -1,0 +1,184 @@
+"""A worker: one `podroute serve` process running a build, and its health as RunPod sees it.
+
+States: `starting` (process up, /ping not answering yet), `initializing` (/ping 204), `ready`
+(/ping 200: gets traffic), `draining` (finishes what it has, gets nothing new), `unhealthy` (any
+other /ping answer, or the process died), `stopped`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+logger = logging.getLogger("podroute.runtime.workers")
+
+ROUTABLE = "ready"
+LIVE_STATES = frozenset({"starting", "initializing", "ready"})
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class WorkerSpec:
+    """How to start a worker: interpreter, folder, serve target and environment."""
+
+    python: str
+    cwd: Path
+    target: str
+    env: dict[str, str]
+    release_key: str
+    startup_timeout_s: float = 600.0
+
+
+@dataclass
+class Worker:
+    """A worker process and what the pool knows about it."""
+
+    spec: WorkerSpec
+    id: str = field(default_factory=lambda: "w-" + secrets.token_hex(5))
+    port: int = field(default_factory=free_port)
+    state: str = "starting"
+    inflight: int = 0
+    started_at: float = field(default_factory=time.monotonic)
+    first_204_at: float | None = None
+    ready_at: float | None = None
+    last_active: float = field(default_factory=time.monotonic)
+    failure: str | None = None
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=40))
+    process: asyncio.subprocess.Process | None = None
+    _health_task: asyncio.Task[None] | None = None
+    _output_task: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        """Where the worker listens."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def release_key(self) -> str:
+        """The release this worker runs."""
+        return self.spec.release_key
+
+    def describe(self) -> dict[str, object]:
+        """Status for the control API."""
+        cold_start = None
+        if self.ready_at is not None:
+            cold_start = round(self.ready_at - (self.first_204_at or self.started_at), 3)
+        return {
+            "id": self.id,
+            "state": self.state,
+            "port": self.port,
+            "release": self.release_key,
+            "inflight": self.inflight,
+            "pid": self.process.pid if self.process else None,
+            "cold_start_s": cold_start,
+            "failure": self.failure,
+        }
+
+    async def start(self, health_path: str = "/ping") -> None:
+        """Start the process and its health and log watchers."""
+        env = {
+            **os.environ,
+            **self.spec.env,
+            "PORT": str(self.port),
+            "PORT_HEALTH": str(self.port),
+            "HOST": "127.0.0.1",
+            "RUNPOD_POD_ID": self.id,
+            "PYTHONPATH": str(self.spec.cwd),
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.process = await asyncio.create_subprocess_exec(
+            self.spec.python,
+            "-m",
+            "podroute",
+            "serve",
+            self.spec.target,
+            cwd=self.spec.cwd,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        logger.info("worker %s started (pid %s, port %s)", self.id, self.process.pid, self.port)
+        self._output_task = asyncio.create_task(self._read_output())
+        self._health_task = asyncio.create_task(self._watch_health(health_path))
+
+    async def _read_output(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            self.log.append(line)
+            logger.debug("worker %s: %s", self.id, line)
+
+    def _mark_unhealthy(self, reason: str) -> None:
+        if self.state in ("stopped", "unhealthy"):
+            return
+        self.state = "unhealthy"
+        self.failure = reason
+        logger.warning("worker %s unhealthy: %s", self.id, reason)
+
+    async def _watch_health(self, health_path: str) -> None:
+        async with httpx.AsyncClient(timeout=5) as client:
+            while self.state not in ("stopped", "unhealthy"):
+                if self.process is not None and self.process.returncode is not None:
+                    self._mark_unhealthy(f"process exited with status {self.process.returncode}")
+                    return
+                await self._probe(client, health_path)
+                await asyncio.sleep(0.1 if self.state in ("starting", "initializing") else 1.0)
+
+    async def _probe(self, client: httpx.AsyncClient, health_path: str) -> None:
+        try:
+            response = await client.get(self.url + health_path)
+        except httpx.HTTPError:
+            if self.state == "ready":
+                self._mark_unhealthy("stopped answering its health check")
+            elif time.monotonic() - self.started_at > self.spec.startup_timeout_s:
+                self._mark_unhealthy(f"no health answer within {self.spec.startup_timeout_s:.0f}s")
+            return
+        if response.status_code == 200:
+            if self.state in ("starting", "initializing"):
+                self.state, self.ready_at = "ready", time.monotonic()
+                logger.info("worker %s ready", self.id)
+        elif response.status_code == 204:
+            if self.state == "starting":
+                self.state, self.first_204_at = "initializing", time.monotonic()
+        else:
+            self._mark_unhealthy(f"health check answered {response.status_code}")
+
+    def last_lines(self, count: int = 15) -> list[str]:
+        """The last lines the worker printed."""
+        return list(self.log)[-count:]
+
+    async def stop(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the worker's process group, then SIGKILL after `grace_s`."""
+        previous, self.state = self.state, "stopped"
+        if self._health_task is not None and self._health_task is not asyncio.current_task():
+            self._health_task.cancel()
+        process = self.process
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), grace_s)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        logger.info("worker %s stopped (was %s)", self.id, previous)
