@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -81,11 +82,13 @@ class CliServer:
 
     def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+        # a file, not a pipe: a chatty server must never block on a full pipe nobody reads yet
+        self.output_file = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "podroute", *args],
             cwd=cwd,
             env=full_env,
-            stdout=subprocess.PIPE,
+            stdout=self.output_file,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
@@ -96,11 +99,12 @@ class CliServer:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            output, _ = self.process.communicate(timeout=timeout)
+            self.process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            output, _ = self.process.communicate()
-        return output
+            self.process.wait()
+        self.output_file.seek(0)
+        return self.output_file.read()
 
 
 @contextlib.contextmanager

@@ -201,6 +201,7 @@ def wait_until_healthy(
 ) -> EndpointInfo:
     """Wait for a ready worker of the current release and `/ping` 200 through the gateway."""
     deadline = time.monotonic() + timeout_s
+    since = time.time() - 1.0
     last_line = ""
     while time.monotonic() < deadline:
         status = provider.status(info.id)
@@ -210,7 +211,9 @@ def wait_until_healthy(
         if line != last_line:
             progress(f"  workers: {line}")
             last_line = line
-        failures = status.status.get("failures", [])
+        failures = [
+            f for f in status.status.get("failures", []) if f.get("release") == release and f["at"] >= since
+        ]
         if failures and not any(w["state"] == "ready" for w in workers):
             failure = failures[-1]
             log = "\n".join(f"    | {entry}" for entry in failure.get("log", [])[-10:])

@@ -160,7 +160,13 @@ class EndpointPool:
     async def _remove_unhealthy(self) -> None:
         for worker in [w for w in self.workers if w.state == "unhealthy"]:
             self.failures.append(
-                {"at": time.time(), "worker": worker.id, "reason": worker.failure, "log": worker.last_lines()}
+                {
+                    "at": time.time(),
+                    "worker": worker.id,
+                    "release": worker.release_key,
+                    "reason": worker.failure,
+                    "log": worker.last_lines(),
+                }
             )
             if worker.ready_at is None:
                 self._consecutive_failures += 1
@@ -178,7 +184,8 @@ class EndpointPool:
         except Exception as error:  # e.g. the worker environment failed to install
             self._consecutive_failures += 1
             self._next_start_at = time.monotonic() + min(30.0, 0.5 * 2 ** (self._consecutive_failures - 1))
-            self.failures.append({"at": time.time(), "worker": None, "reason": str(error), "log": []})
+            failure = {"at": time.time(), "worker": None, "release": self.record.release.key}
+            self.failures.append({**failure, "reason": str(error), "log": []})
             self._decide("start failed", str(error).splitlines()[0])
             return
         scaling = self.record.scaling

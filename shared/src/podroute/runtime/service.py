@@ -367,6 +367,9 @@ class LocalRuntime:
             worker.state = "unhealthy" if worker.state == "ready" else worker.state
             worker.failure = f"connection failed: {error}"
             return _json({"error": "worker connection failed; retry the request"}, 502)
+        except BaseException:  # the client went away (cancelled): the request is no longer in flight
+            finish()
+            raise
         response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         response_headers[WORKER_HEADER] = worker.id
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):

@@ -1,0 +1,160 @@
+"""A real `podroute runtime` process and a small project to deploy to it, for integration tests."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from podroute.deploy import LocalRuntimeProvider
+from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
+
+LAB_SERVICE = """\
+import asyncio
+import os
+import time
+
+from podroute import CpuLiveLoadBalancer, on_startup, remote
+
+api = CpuLiveLoadBalancer(name="lab", workersMin=0, workersMax=3, idleTimeout=2, scalerValue=1)
+VERSION = 1
+
+
+@on_startup(api)
+def warm_up() -> None:
+    time.sleep(float(os.environ.get("LAB_STARTUP_S", "0.6")))
+
+
+@remote(api, method="GET", path="/health")
+async def health() -> dict:
+    return {"status": "healthy", "version": VERSION, "worker": os.environ.get("RUNPOD_POD_ID")}
+
+
+@remote(api, method="POST", path="/echo")
+async def echo(text: str) -> dict:
+    return {"text": text, "version": VERSION}
+
+
+@remote(api, method="GET", path="/python")
+async def python() -> dict:
+    import sys
+    return {"prefix": sys.prefix}
+
+
+@remote(api, method="GET", path="/slow")
+async def slow(seconds: float = 0.2) -> dict:
+    await asyncio.sleep(seconds)
+    return {"slept": seconds, "version": VERSION}
+"""
+
+
+def make_lab_project(root: Path) -> Path:
+    """A project with one service, `lab`, declared like a user would."""
+    (root / "services" / "lab").mkdir(parents=True)
+    (root / "services" / "__init__.py").write_text("")
+    (root / "services" / "lab" / "__init__.py").write_text("")
+    (root / "services" / "lab" / "endpoint.py").write_text(LAB_SERVICE)
+    (root / "pyproject.toml").write_text('[tool.podroute]\nservices = "services"\n')
+    return root
+
+
+def copy_repo_service(root: Path, service: str) -> Path:
+    """A project holding a copy of one of this repository's services."""
+    (root / "services").mkdir(parents=True)
+    (root / "services" / "__init__.py").write_text("")
+    shutil.copytree(
+        REPO_ROOT / "services" / service,
+        root / "services" / service,
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    (root / "pyproject.toml").write_text('[tool.podroute]\nservices = "services"\n')
+    return root
+
+
+@dataclass
+class Runtime:
+    """A running `podroute runtime` process."""
+
+    server: CliServer
+    url: str
+    data_dir: Path
+
+    @property
+    def token(self) -> str:
+        return (self.data_dir / "token").read_text().strip()
+
+    def provider(self) -> LocalRuntimeProvider:
+        return LocalRuntimeProvider(self.url, self.token)
+
+
+@contextlib.contextmanager
+def runtime_process(data_dir: Path, **env: str) -> Iterator[Runtime]:
+    """Start `podroute runtime` (shared worker environments) on a free port; stop it after."""
+    port = free_port()
+    full_env = {
+        "PODROUTE_RUNTIME_ENV_MODE": "shared",
+        "PODROUTE_RUNTIME_WAIT_S": "30",
+        "LOG_LEVEL": "INFO",
+        **env,
+    }
+    args = ["runtime", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir)]
+    server = CliServer(args, REPO_ROOT, full_env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/control/health", ok=(200, 401), timeout=30)
+        yield Runtime(server, url, data_dir)
+    finally:
+        output = server.stop(timeout=30)
+        (data_dir / "runtime.log").write_text(output)
+
+
+def run_cli(args: list[str], project: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python -m podroute ...` in the project and return what it did."""
+    return subprocess.run(
+        [sys.executable, "-m", "podroute", *args],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **env},
+    )
+
+
+def wait_for(predicate: object, timeout: float, what: str, interval: float = 0.1) -> None:
+    """Poll `predicate()` until it is true."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); look at its state
+    with contextlib.suppress(FileNotFoundError):
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    return False
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def gateway_ping(url: str, key: str) -> int:
+    return httpx.get(f"{url}/ping", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
