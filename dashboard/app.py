@@ -173,8 +173,8 @@ def _register_guards(app: Quart) -> None:
 
     @app.before_request
     async def require_csrf() -> Response | None:
-        if request.method in ("GET", "HEAD", "OPTIONS") or request.endpoint in ("static", "assets.vendor"):
-            return None
+        if request.method in ("GET", "HEAD", "OPTIONS") or request.routing_exception is not None:
+            return None  # safe methods change nothing; unroutable requests get their 404/405
         if not await csrf_is_valid():
             logger.warning("CSRF check failed", extra={"path": request.path, "method": request.method})
             return await _error_response(

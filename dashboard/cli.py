@@ -76,7 +76,7 @@ def create_user(settings: DashboardSettings, username: str, from_stdin: bool) ->
         password = _read_password(from_stdin)
         check_password_policy(password)
         asyncio.run(_create_user(settings, username, password))
-    except PasswordPolicyError as error:
+    except (PasswordPolicyError, DatabaseBehindError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except IntegrityError:

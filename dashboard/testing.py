@@ -4,10 +4,16 @@ and the strict mode CI uses to turn "skipped: not available" into a failure.
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import os
 import secrets
+import socket
 import textwrap
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import make_url
 
@@ -110,3 +116,38 @@ async def drop_scratch_database(admin_url: str, url: str) -> None:
         await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await connection.close()
+
+
+def load_demo_app(project: Path, resource: str = "demo-cpu") -> Any:
+    """The podroute app of one resource of the demo project (loaded from its file, fresh registry)."""
+    from podroute import Registry, create_app, use_registry
+    from podroute.settings import AppSettings
+
+    path = project / "services" / "demo" / "endpoint.py"
+    spec = importlib.util.spec_from_file_location(f"demo_endpoint_{secrets.token_hex(4)}", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    with use_registry(Registry()) as registry:
+        spec.loader.exec_module(module)
+    return create_app(registry.entry(resource).resource, registry=registry, settings=AppSettings())
+
+
+@asynccontextmanager
+async def live_server(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with Hypercorn on an ephemeral 127.0.0.1 port; yield its base URL."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    sock = socket.create_server(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.accesslog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)

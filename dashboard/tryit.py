@@ -11,6 +11,7 @@ import ipaddress
 import json
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import urlsplit
 
 import httpx
@@ -86,6 +87,13 @@ def build_url(base_url: str, path: str, query: str) -> str:
     return f"{base_url}{path}" + (f"?{query}" if query else "")
 
 
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
 def _pretty(text: str, content_type: str) -> str:
     if "json" not in content_type:
         return text
@@ -131,7 +139,7 @@ async def send(
         url=url,
         method=method,
         status=response.status_code,
-        reason=response.reason_phrase,
+        reason=response.reason_phrase or _phrase(response.status_code),
         headers=sorted(response.headers.items()),
         body=_pretty(text, response.headers.get("content-type", "")) if not truncated else text,
         latency_ms=round(latency_ms, 1),

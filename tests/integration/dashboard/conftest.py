@@ -212,3 +212,15 @@ def _endpoint_form() -> Any:
 def _make_settings() -> Any:
     """The `make_settings(tmp_path, project, **overrides)` helper."""
     return make_settings
+
+
+@pytest.fixture(name="add_test_user")
+def _add_test_user() -> Any:
+    """The `add_test_user(settings, username, password)` helper."""
+    return add_test_user
+
+
+@pytest.fixture(name="make_web")
+def _make_web() -> Any:
+    """`make_web(client)`: wrap any test client in the CSRF-aware helper."""
+    return Web
