@@ -16,14 +16,15 @@ HTMX_CONFIG = {
     "responseHandling": [
         {"code": "204", "swap": False},
         {"code": "[23]..", "swap": True},
-        {"code": "409", "swap": True, "error": True},
-        {"code": "422", "swap": True, "error": True},
+        {"code": "409", "swap": True, "error": False},
+        {"code": "422", "swap": True, "error": False},
         {"code": "[45]..", "swap": True, "error": True},
     ],
 }
 """htmx settings (a `<meta name="htmx-config">`): no eval or inline styles (the CSP forbids them),
 no history snapshots in localStorage, and error responses are swapped: 409/422 re-render a form
-with its inline errors; other errors come back retargeted at the page's message area."""
+with its inline errors (an expected outcome, not an htmx error); other errors come back retargeted
+at the page's message area."""
 
 HTMX_CONFIG_JSON = json.dumps(HTMX_CONFIG, separators=(",", ":"))
 

@@ -63,7 +63,11 @@ async def apply() -> Response:
         outcome = await apply_import(db, current_user(), items)
     logger.info(
         "imported from code",
-        extra={"created": outcome.created, "updated": outcome.updated, "by": current_user().username},
+        extra={
+            "created_endpoints": outcome.created,
+            "updated_endpoints": outcome.updated,
+            "by": current_user().username,
+        },
     )
     parts = [
         f"created {', '.join(outcome.created)}" if outcome.created else "",

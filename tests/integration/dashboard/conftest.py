@@ -4,6 +4,7 @@ lifespan running, a logged-in client that sends CSRF tokens, and a scratch Postg
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import shutil
 import sys
@@ -38,6 +39,12 @@ from dashboard.testing import (  # noqa: E402
 PASSWORD = "correct horse battery"
 SECRET_KEY = "integration-test-secret-key-that-is-long-enough"
 _CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(autouse=True)
+def _log_everything(caplog: pytest.LogCaptureFixture) -> None:
+    """Emit every dashboard log record, so a broken log call fails the test that makes it."""
+    caplog.set_level(logging.DEBUG, logger="dashboard")
 
 
 @pytest.fixture(scope="session")
