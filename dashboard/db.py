@@ -1,0 +1,116 @@
+"""Database engines, sessions and the migration check (the schema itself is in `migrations/`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from dashboard import REPO_ROOT
+from dashboard.settings import DashboardSettings, async_database_url
+
+MIGRATIONS_DIR = REPO_ROOT / "migrations"
+ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+MIGRATE_COMMAND = "python -m dashboard migrate"
+"""The command that brings a database to the newest schema (it runs `alembic upgrade head`)."""
+
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class DatabaseBehindError(RuntimeError):
+    """The database schema is not at the newest migration; the message names the fix."""
+
+
+def _enable_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `url`; SQLite gets foreign keys, WAL and a busy timeout."""
+    engine = create_async_engine(async_database_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _enable_sqlite_pragmas)
+    return engine
+
+
+def create_sessions(engine: AsyncEngine) -> Sessions:
+    """The session factory the web app and the CLI use (objects stay usable after commit)."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def prepare_data_dir(settings: DashboardSettings) -> None:
+    """Create the data directory when the database is the default SQLite file inside it."""
+    if settings.uses_default_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+def alembic_config(url: str) -> Config:
+    """An Alembic config for `url` that works from any working directory."""
+    config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.exists() else Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["url"] = url
+    return config
+
+
+def head_revisions() -> tuple[str, ...]:
+    """The revision id(s) of the newest migration(s) in `migrations/`."""
+    return tuple(ScriptDirectory.from_config(alembic_config("")).get_heads())
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    """Where a database stands relative to the migrations."""
+
+    current: tuple[str, ...]
+    heads: tuple[str, ...]
+
+    @property
+    def up_to_date(self) -> bool:
+        """True when the database is exactly at head."""
+        return set(self.current) == set(self.heads)
+
+    def describe(self) -> str:
+        """A sentence for logs and error messages."""
+        current = ", ".join(self.current) or "empty (no migrations applied)"
+        return f"database revision {current}; newest migration {', '.join(self.heads)}"
+
+
+def _current_revisions(connection: Connection) -> tuple[str, ...]:
+    return tuple(MigrationContext.configure(connection).get_current_heads())
+
+
+async def schema_status(engine: AsyncEngine) -> SchemaStatus:
+    """Compare the database's Alembic revision with the newest migration."""
+    async with engine.connect() as connection:
+        current = await connection.run_sync(_current_revisions)
+    return SchemaStatus(current, head_revisions())
+
+
+async def require_current_schema(engine: AsyncEngine) -> None:
+    """Raise `DatabaseBehindError`, naming the fix, unless the database is at head."""
+    status = await schema_status(engine)
+    if not status.up_to_date:
+        raise DatabaseBehindError(
+            f"the dashboard database is not at the newest schema ({status.describe()}): "
+            f"run `{MIGRATE_COMMAND}` (or `alembic upgrade head`) and start again"
+        )
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL, or None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
+        return None
+    return Path(parsed.database)

@@ -1,0 +1,317 @@
+"""Discover the resources and routes a project's services declare, through podroute's registry.
+
+Each service is `services/<name>/endpoint.py` (the folder comes from `[tool.podroute] services` in
+the project's pyproject.toml). Importing user code runs it, so the dashboard never imports it in its
+own process: `run_discovery` starts `python -m dashboard.discovery PROJECT_DIR` with a clean
+environment (no dashboard secrets), a timeout, and reads JSON back. Results are cached until a
+file under the services folder changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dashboard import REPO_ROOT
+
+logger = logging.getLogger("dashboard.discovery")
+
+SERVICE_MODULE = "endpoint"
+"""Each service declares its resources and routes in `<services>/<name>/endpoint.py`."""
+
+_SKIP_DIRS = frozenset(
+    {"__pycache__", "node_modules", ".venv", "venv", ".git", ".mypy_cache", ".pytest_cache"}
+)
+_CHILD_ENV_DROP = ("DASHBOARD_", "DATABASE_URL")
+_MAX_ERROR = 2000
+
+
+class DiscoveryError(RuntimeError):
+    """Discovery could not run at all (timeout, crash, unreadable output)."""
+
+
+@dataclass(frozen=True)
+class DiscoveredRoute:
+    """A route as its OpenAPI describes it."""
+
+    method: str
+    path: str
+    name: str
+    summary: str = ""
+    parameters: list[dict[str, Any]] = field(default_factory=list)
+    body_schema: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class DiscoveredResource:
+    """A resource declared in a service, with its config (`Resource.to_config()`) and routes."""
+
+    service: str
+    resource: str
+    compute: str
+    resource_type: str
+    config: dict[str, Any]
+    routes: list[DiscoveredRoute]
+
+
+@dataclass(frozen=True)
+class ServiceError:
+    """A service whose module failed to import or describe."""
+
+    service: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """Everything found in a project's services, and what failed."""
+
+    resources: list[DiscoveredResource]
+    errors: list[ServiceError]
+    fingerprint: str = ""
+
+    def find(self, service: str, resource: str) -> DiscoveredResource | None:
+        """The resource `resource` of `service`, or None."""
+        return next((r for r in self.resources if r.service == service and r.resource == resource), None)
+
+    def to_json(self) -> str:
+        """Serialized for the parent process."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Discovery:
+        """Parse what `to_json` wrote."""
+        data = json.loads(text)
+        resources = [
+            DiscoveredResource(**{**r, "routes": [DiscoveredRoute(**route) for route in r["routes"]]})
+            for r in data["resources"]
+        ]
+        return cls(resources, [ServiceError(**e) for e in data["errors"]], data.get("fingerprint", ""))
+
+
+def services_dir_of(project_dir: Path) -> Path:
+    """The services folder named by the project's `[tool.podroute] services` (default 'services')."""
+    pyproject = project_dir / "pyproject.toml"
+    name = "services"
+    if pyproject.is_file():
+        with contextlib.suppress(tomllib.TOMLDecodeError, OSError):
+            configured = (
+                tomllib.loads(pyproject.read_text()).get("tool", {}).get("podroute", {}).get("services")
+            )
+            if isinstance(configured, str) and configured.strip():
+                name = configured.strip()
+    return project_dir / name
+
+
+def service_names(project_dir: Path) -> list[str]:
+    """Services in the project: folders of the services folder that hold `endpoint.py`."""
+    root = services_dir_of(project_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / f"{SERVICE_MODULE}.py").is_file())
+
+
+def fingerprint(project_dir: Path) -> str:
+    """A hash of the names, sizes and modification times of the services' files."""
+    digest = hashlib.sha256()
+    root = services_dir_of(project_dir)
+    for path in [project_dir / "pyproject.toml", *_walk(root)]:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            name = path.relative_to(project_dir) if path.is_relative_to(project_dir) else path
+            digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _walk(root: Path) -> list[Path]:
+    found: list[Path] = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        found.extend(Path(folder) / name for name in sorted(files) if name.endswith((".py", ".toml", ".txt")))
+    return found
+
+
+# --- in the child process -------------------------------------------------------------------------
+
+
+def _resolve(schema: Any, components: dict[str, Any], depth: int = 0) -> Any:
+    if depth > 8:
+        return schema
+    if isinstance(schema, dict):
+        ref = schema.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            target = components.get(ref.rsplit("/", 1)[-1], {})
+            return _resolve(target, components, depth + 1)
+        return {key: _resolve(value, components, depth + 1) for key, value in schema.items()}
+    if isinstance(schema, list):
+        return [_resolve(item, components, depth + 1) for item in schema]
+    return schema
+
+
+def _routes_of(openapi: dict[str, Any], routes: list[Any]) -> list[DiscoveredRoute]:
+    components = openapi.get("components", {}).get("schemas", {})
+    described: list[DiscoveredRoute] = []
+    for route in routes:
+        operation = openapi["paths"].get(route.path, {}).get(route.method.lower(), {})
+        body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        parameters = [
+            {
+                "name": p["name"],
+                "in": p["in"],
+                "required": bool(p.get("required")),
+                "schema": _resolve(p.get("schema", {}), components),
+            }
+            for p in operation.get("parameters", [])
+        ]
+        described.append(
+            DiscoveredRoute(
+                method=route.method,
+                path=route.path,
+                name=route.name,
+                summary=str(operation.get("summary", "")),
+                parameters=parameters,
+                body_schema=_resolve(body, components) if body is not None else None,
+            )
+        )
+    return described
+
+
+def _describe_service(service: str, module_name: str) -> list[DiscoveredResource]:
+    from podroute.app import create_app
+    from podroute.openapi import build_openapi
+    from podroute.registry import Registry, use_registry
+    from podroute.settings import AppSettings
+
+    with use_registry(Registry()) as registry:
+        importlib.import_module(module_name)
+    found: list[DiscoveredResource] = []
+    for entry in registry:
+        resource = entry.resource
+        routes: list[DiscoveredRoute] = []
+        if entry.routes:
+            app = create_app(resource, registry=registry, settings=AppSettings())
+            routes = _routes_of(build_openapi(app.extensions["podroute"]), entry.routes)
+        found.append(
+            DiscoveredResource(
+                service=service,
+                resource=resource.name,
+                compute=resource.compute,
+                resource_type=type(resource).__name__,
+                config=resource.to_config(),
+                routes=routes,
+            )
+        )
+    return found
+
+
+def discover_in_process(project_dir: Path) -> Discovery:
+    """Import every service of the project and describe its resources (runs user code!)."""
+    project_dir = project_dir.resolve()
+    root = services_dir_of(project_dir)
+    if str(root.parent) not in sys.path:
+        sys.path.insert(0, str(root.parent))
+    package = root.name
+    resources: list[DiscoveredResource] = []
+    errors: list[ServiceError] = []
+    for service in service_names(project_dir):
+        try:
+            resources.extend(_describe_service(service, f"{package}.{service}.{SERVICE_MODULE}"))
+        except Exception as error:  # user code may raise anything; report it per service
+            errors.append(ServiceError(service, f"{type(error).__name__}: {error}"[:_MAX_ERROR]))
+    return Discovery(resources, errors, fingerprint(project_dir))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m dashboard.discovery PROJECT_DIR`: print the discovery as JSON on stdout."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m dashboard.discovery PROJECT_DIR", file=sys.stderr)
+        return 2
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr  # whatever user code prints must not corrupt the JSON
+    try:
+        result = discover_in_process(Path(args[0]))
+    finally:
+        sys.stdout = real_stdout
+    real_stdout.write(result.to_json())
+    real_stdout.flush()
+    return 0
+
+
+# --- in the dashboard ------------------------------------------------------------------------------
+
+
+def child_environment(project_dir: Path) -> dict[str, str]:
+    """The discovery process's environment: the dashboard's, minus its secrets and database URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_CHILD_ENV_DROP)}
+    paths = [str(project_dir), str(REPO_ROOT), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+async def run_discovery(project_dir: Path, timeout_s: float) -> Discovery:
+    """Discover the project's services in a child process (raises DiscoveryError if it cannot)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "dashboard.discovery",
+        str(project_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=str(project_dir),
+        env=child_environment(project_dir),
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise DiscoveryError(
+            f"importing the services took longer than {timeout_s:g}s; check them for slow imports"
+        ) from None
+    if stderr:
+        logger.debug("discovery output", extra={"output": stderr.decode(errors="replace")[-_MAX_ERROR:]})
+    if process.returncode != 0:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise DiscoveryError(f"discovery failed (exit {process.returncode}): {tail[0][:_MAX_ERROR]}")
+    try:
+        return Discovery.from_json(stdout.decode())
+    except (ValueError, KeyError, TypeError) as error:
+        raise DiscoveryError(f"discovery printed something unreadable: {error}") from None
+
+
+class DiscoveryCache:
+    """Keeps the last discovery of a project until a file of its services changes."""
+
+    def __init__(self, project_dir: Path, timeout_s: float) -> None:
+        self.project_dir = project_dir
+        self.timeout_s = timeout_s
+        self._cached: Discovery | None = None
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> Discovery:
+        """The project's current discovery (re-run only when the services changed)."""
+        async with self._lock:
+            current = await asyncio.to_thread(fingerprint, self.project_dir)
+            if self._cached is None or self._cached.fingerprint != current:
+                self._cached = await run_discovery(self.project_dir, self.timeout_s)
+                logger.info(
+                    "discovered services",
+                    extra={"resources": len(self._cached.resources), "errors": len(self._cached.errors)},
+                )
+            return self._cached
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,270 @@
+"""The endpoint form: parse what the browser posted, validate it with podroute, map problems to fields.
+
+The form only turns strings into the shapes the resource takes (lists, a bool, a dict of env) and
+enforces storage limits (column sizes). Every rule about what a valid config is lives in
+`podroute.resources`; its `ResourceConfigError.problems` become the inline field errors.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from podroute.resources import FieldProblem, ResourceConfigError
+from werkzeug.datastructures import MultiDict
+
+from dashboard.configs import FIELD_LABELS, EndpointDraft, field_map, resource_class
+from dashboard.models import ENV_KEY_MAX, ENV_VALUE_MAX, IMAGE_MAX, NAME_MAX, SERVICE_MAX, Endpoint, EnvVar
+
+MAX_ENV_ROWS = 100
+"""Environment rows read from one form (more are ignored and reported)."""
+
+BLANK_ENV_ROWS = 2
+"""Empty rows offered for new variables."""
+
+INT_MAX = 2_147_483_647
+"""The largest whole number the database columns store."""
+
+TEXT_LIMITS: dict[str, int] = {
+    "name": NAME_MAX * 4,
+    "service": SERVICE_MAX,
+    "resource": NAME_MAX,
+    "imageName": IMAGE_MAX,
+    "minCudaVersion": 10,
+    "networkVolumeId": SERVICE_MAX,
+}
+INT_FIELDS = ("workersMin", "workersMax", "idleTimeout", "scalerValue", "executionTimeoutMs", "gpuCount")
+LIST_FIELDS = ("gpus", "instanceIds", "locations")
+DASHBOARD_FIELDS = ("service", "resource", "compute")
+"""Form fields the library never sees (its problems name Flash fields, or 'resource' for the whole)."""
+LIST_LIMIT = 64
+LIST_ITEM_LIMIT = 100
+
+
+FormData = MultiDict[str, str]
+"""What a request form is (werkzeug's MultiDict)."""
+
+
+@dataclass
+class EnvRow:
+    """One row of the environment table. A stored secret's value is never put back in a row."""
+
+    key: str = ""
+    value: str = ""
+    secret: bool = False
+    stored_secret: bool = False
+
+
+@dataclass
+class EndpointForm:
+    """What the endpoint form shows: values as typed, env rows, and errors beside each field."""
+
+    values: dict[str, Any]
+    env_rows: list[EnvRow]
+    errors: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    form_errors: list[str] = field(default_factory=list)
+    version: int | None = None
+
+    @property
+    def compute(self) -> str:
+        """'gpu' or 'cpu' (what the GPU/CPU fieldsets show)."""
+        return "cpu" if self.values.get("compute") == "cpu" else "gpu"
+
+    @property
+    def has_errors(self) -> bool:
+        """True when any field or the form as a whole has an error."""
+        return bool(self.form_errors) or any(self.errors.values())
+
+    def add_error(self, name: str, message: str) -> None:
+        """Record an error beside field `name`."""
+        self.errors[name].append(message)
+
+    @classmethod
+    def blank(cls, compute: str = "gpu") -> EndpointForm:
+        """A new endpoint's form, pre-filled with the library's defaults for `compute`."""
+        defaults = resource_class(compute).model_fields
+        values: dict[str, Any] = {"compute": compute, "service": "", "resource": ""}
+        for flash in {**field_map("gpu"), **field_map("cpu")}:
+            spec = (
+                defaults.get(flash)
+                or resource_class("cpu" if compute == "gpu" else "gpu").model_fields[flash]
+            )
+            default = spec.get_default(call_default_factory=True)
+            values[flash] = _display(default)
+        values["name"] = ""
+        return cls(values, [EnvRow() for _ in range(BLANK_ENV_ROWS)])
+
+    @classmethod
+    def from_endpoint(cls, endpoint: Endpoint) -> EndpointForm:
+        """The edit form of a stored endpoint; secret values are left out."""
+        form = cls.blank(endpoint.compute)
+        form.values.update(service=endpoint.service, resource=endpoint.resource, compute=endpoint.compute)
+        for flash, column in field_map(endpoint.compute).items():
+            form.values[flash] = _display(getattr(endpoint, column))
+        form.env_rows = [_row_of(var) for var in endpoint.env_vars] + [
+            EnvRow() for _ in range(BLANK_ENV_ROWS)
+        ]
+        form.version = endpoint.version
+        return form
+
+
+def _display(value: Any) -> Any:
+    if isinstance(value, bool | list):
+        return value
+    return "" if value is None else str(value)
+
+
+def _row_of(var: EnvVar) -> EnvRow:
+    if var.secret:
+        return EnvRow(key=var.key, value="", secret=True, stored_secret=True)
+    return EnvRow(key=var.key, value=var.value, secret=False)
+
+
+def _text(form: EndpointForm, data: FormData, name: str) -> str:
+    raw = data.get(name, "")
+    value = raw.strip() if isinstance(raw, str) else ""
+    form.values[name] = value
+    limit = TEXT_LIMITS.get(name)
+    if limit is not None and len(value) > limit:
+        form.values[name] = value[:limit]
+        form.add_error(name, f"is {len(value)} characters long; use at most {limit}")
+    return value
+
+
+def _int_text(form: EndpointForm, data: FormData, name: str) -> str:
+    value = _text(form, data, name)
+    if len(value) > 12 or (value.lstrip("-").isdigit() and abs(int(value)) > INT_MAX):
+        form.values[name] = value[:12]
+        form.add_error(name, f"is too large; use a whole number up to {INT_MAX}")
+    return value
+
+
+def _list(form: EndpointForm, data: FormData, name: str) -> list[str]:
+    items = [item.strip() for item in data.getlist(name) if isinstance(item, str) and item.strip()]
+    if len(items) > LIST_LIMIT or any(len(item) > LIST_ITEM_LIMIT for item in items):
+        form.add_error(
+            name, f"choose at most {LIST_LIMIT} values of at most {LIST_ITEM_LIMIT} characters each"
+        )
+        items = [item[:LIST_ITEM_LIMIT] for item in items[:LIST_LIMIT]]
+    form.values[name] = items
+    return items
+
+
+_ENV_INDEX = re.compile(r"^env-(\d{1,3})-key$")
+
+
+def _env_indexes(data: FormData) -> list[int]:
+    return sorted({int(m.group(1)) for k in data if (m := _ENV_INDEX.match(k))})
+
+
+def _parse_env(
+    form: EndpointForm, data: FormData, stored: Mapping[str, EnvVar]
+) -> tuple[dict[str, str], set[str]]:
+    env: dict[str, str] = {}
+    secrets: set[str] = set()
+    indexes = _env_indexes(data)
+    if len(indexes) > MAX_ENV_ROWS:
+        form.add_error("env", f"at most {MAX_ENV_ROWS} variables per endpoint")
+        indexes = indexes[:MAX_ENV_ROWS]
+    rows: list[EnvRow] = []
+    for index in indexes:
+        row = _parse_env_row(form, data, index, stored)
+        if row is None:
+            continue
+        rows.append(row)
+        if row.key in env:
+            form.add_error("env", f"variable {row.key!r} appears more than once; keep one")
+            continue
+        env[row.key] = row.value
+        if row.secret:
+            secrets.add(row.key)
+    form.env_rows = [_masked(row) for row in rows] + [EnvRow() for _ in range(BLANK_ENV_ROWS)]
+    return env, secrets
+
+
+def _parse_env_row(
+    form: EndpointForm, data: FormData, index: int, stored: Mapping[str, EnvVar]
+) -> EnvRow | None:
+    key = str(data.get(f"env-{index}-key", "")).strip()
+    value = str(data.get(f"env-{index}-value", ""))
+    secret = data.get(f"env-{index}-secret") in ("on", "true", "1")
+    if not key:
+        if value:
+            form.add_error("env", "a variable has a value but no name; give it a name or clear the value")
+        return None
+    if len(key) > ENV_KEY_MAX or len(value) > ENV_VALUE_MAX:
+        form.add_error("env", f"names are limited to {ENV_KEY_MAX} and values to {ENV_VALUE_MAX} characters")
+        return EnvRow(key=key[:ENV_KEY_MAX], secret=secret)
+    previous = stored.get(key)
+    if previous is not None and previous.secret and value == "":
+        if not secret:
+            form.add_error("env", f"to make {key!r} non-secret, enter its new value")
+        return EnvRow(key=key, value=previous.value, secret=True, stored_secret=True)
+    return EnvRow(key=key, value=value, secret=secret)
+
+
+def _masked(row: EnvRow) -> EnvRow:
+    if row.secret:
+        return EnvRow(key=row.key, value="", secret=True, stored_secret=row.stored_secret)
+    return row
+
+
+def _field_of(problem: FieldProblem, known: Iterable[str]) -> list[str]:
+    known = list(known)
+    head = problem.field.split(".", 1)[0]
+    if head in known:
+        return [head]
+    return [name for name in known if re.search(rf"\b{re.escape(name)}\b", problem.message)]
+
+
+def add_problems(form: EndpointForm, problems: Iterable[FieldProblem]) -> None:
+    """Put the library's problems beside the fields they name; the rest above the form.
+
+    A problem about several fields at once (like workersMin > workersMax, which the library
+    reports for the whole resource) is shown beside each field its message names.
+    """
+    known = [name for name in FIELD_LABELS if name not in DASHBOARD_FIELDS]
+    for problem in problems:
+        fields = _field_of(problem, known)
+        for name in fields:
+            form.add_error(name, problem.message)
+        if not fields:
+            form.form_errors.append(problem.message)
+
+
+def parse_endpoint_form(
+    data: FormData, stored_env: Mapping[str, EnvVar] | None = None
+) -> tuple[EndpointForm, EndpointDraft | None]:
+    """Read the posted form; return it (for redisplay) and the validated draft, or None on errors."""
+    form = EndpointForm({}, [])
+    compute = str(data.get("compute", "")).strip()
+    form.values["compute"] = compute
+    if compute not in ("gpu", "cpu"):
+        form.add_error("compute", "choose GPU or CPU")
+        form.values["compute"] = compute = "gpu"
+    fields: dict[str, Any] = {}
+    service = _text(form, data, "service")
+    resource_name = _text(form, data, "resource")
+    for name in ("name", "imageName", "networkVolumeId", *(["minCudaVersion"] if compute == "gpu" else [])):
+        fields[name] = _text(form, data, name)
+    for name in INT_FIELDS:
+        if name != "gpuCount" or compute == "gpu":
+            fields[name] = _int_text(form, data, name)
+    for name in LIST_FIELDS:
+        if name == "locations" or (name == "gpus") == (compute == "gpu"):
+            fields[name] = _list(form, data, name)
+    fields["flashboot"] = form.values["flashboot"] = data.get("flashboot") in ("on", "true", "1")
+    fields["env"], secrets = _parse_env(form, data, stored_env or {})
+    version = str(data.get("version", "")).strip()
+    form.version = int(version) if version.isdigit() and len(version) < 10 else None
+    if form.has_errors:
+        return form, None
+    try:
+        resource = resource_class(compute)(**fields)
+    except ResourceConfigError as error:
+        add_problems(form, error.problems)
+        return form, None
+    return form, EndpointDraft(resource, service, resource_name or resource.name, secrets)

@@ -1,0 +1,190 @@
+"""SQLAlchemy models of the dashboard database. Alembic revisions in `migrations/` mirror them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+NAME_MAX = 63
+SERVICE_MAX = 100
+IMAGE_MAX = 500
+ENV_KEY_MAX = 255
+ENV_VALUE_MAX = 32_768
+USERNAME_MAX = 64
+
+COMPUTE_KINDS = ("gpu", "cpu")
+DEPLOYMENT_STATUSES = ("queued", "deploying", "ready", "failed", "deleting", "deleted")
+BUILD_STATUSES = ("queued", "building", "succeeded", "failed")
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """`moment` as aware UTC (SQLite hands back naive datetimes that were stored as UTC)."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a constraint naming convention (stable names for migrations)."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class User(Base):
+    """A person who can log in. Passwords are stored only as argon2 hashes."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    last_login_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Endpoint(Base):
+    """An endpoint configuration: which service/resource it deploys and its Flash-style settings."""
+
+    __tablename__ = "endpoints"
+    __table_args__ = (CheckConstraint("compute IN ('gpu', 'cpu')", name="compute_kind"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
+    service: Mapped[str] = mapped_column(String(SERVICE_MAX), default="")
+    resource: Mapped[str] = mapped_column(String(NAME_MAX), default="")
+    compute: Mapped[str] = mapped_column(String(3))
+    image_name: Mapped[str] = mapped_column(String(IMAGE_MAX), default="")
+    gpus: Mapped[list[str]] = mapped_column(JSON, default=list)
+    gpu_count: Mapped[int] = mapped_column(Integer, default=1)
+    min_cuda_version: Mapped[str] = mapped_column(String(10), default="12.8")
+    instance_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    workers_min: Mapped[int] = mapped_column(Integer, default=0)
+    workers_max: Mapped[int] = mapped_column(Integer, default=1)
+    idle_timeout: Mapped[int] = mapped_column(Integer, default=60)
+    scaler_value: Mapped[int] = mapped_column(Integer, default=4)
+    execution_timeout_ms: Mapped[int] = mapped_column(Integer, default=0)
+    flashboot: Mapped[bool] = mapped_column(Boolean, default=True)
+    locations: Mapped[list[str]] = mapped_column(JSON, default=list)
+    network_volume_id: Mapped[str] = mapped_column(String(SERVICE_MAX), default="")
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    env_vars: Mapped[list[EnvVar]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan", order_by="EnvVar.key", lazy="raise"
+    )
+    deployments: Mapped[list[Deployment]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan", lazy="raise"
+    )
+    builds: Mapped[list[Build]] = relationship(
+        back_populates="endpoint", cascade="all, delete-orphan", lazy="raise"
+    )
+
+
+class EnvVar(Base):
+    """One environment variable of an endpoint's workers; `secret` ones are write-only in the UI."""
+
+    __tablename__ = "endpoint_env_vars"
+    __table_args__ = (UniqueConstraint("endpoint_id", "key", name="uq_endpoint_env_vars_endpoint_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    key: Mapped[str] = mapped_column(String(ENV_KEY_MAX))
+    value: Mapped[str] = mapped_column(Text, default="")
+    secret: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="env_vars", lazy="raise")
+
+
+class AuditEvent(Base):
+    """Who changed what, when. `changes` never holds a secret value (they are recorded as '***')."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX))
+    action: Mapped[str] = mapped_column(String(32))
+    target_type: Mapped[str] = mapped_column(String(32))
+    target_id: Mapped[int | None] = mapped_column(Integer)
+    target_name: Mapped[str] = mapped_column(String(255), default="")
+    changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class LoginAttempt(Base):
+    """A login attempt, kept for the rate limit (failures per user and address in a window)."""
+
+    __tablename__ = "login_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
+    username: Mapped[str] = mapped_column(String(USERNAME_MAX))
+    remote_addr: Mapped[str] = mapped_column(String(64))
+    succeeded: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Build(Base):
+    """One build of an endpoint's service (filled by the build task of a later issue)."""
+
+    __tablename__ = "builds"
+    __table_args__ = (CheckConstraint(f"status IN {BUILD_STATUSES!r}", name="build_status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    artifact_hash: Mapped[str] = mapped_column(String(128), default="")
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(USERNAME_MAX), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="builds", lazy="raise")
+
+
+class Deployment(Base):
+    """One deployment attempt of an endpoint; its `status` is the endpoint's status in the list."""
+
+    __tablename__ = "deployments"
+    __table_args__ = (CheckConstraint(f"status IN {DEPLOYMENT_STATUSES!r}", name="deployment_status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id", ondelete="SET NULL"))
+    provider: Mapped[str] = mapped_column(String(32), default="local")
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    external_id: Mapped[str] = mapped_column(String(255), default="")
+    url: Mapped[str] = mapped_column(String(IMAGE_MAX), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(USERNAME_MAX), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+    endpoint: Mapped[Endpoint] = relationship(back_populates="deployments", lazy="raise")

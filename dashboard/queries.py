@@ -1,0 +1,190 @@
+"""Query functions. Each takes the session first and leaves committing to the caller."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from dashboard.models import AuditEvent, Deployment, Endpoint, LoginAttempt, User, utc_now
+
+NOT_DEPLOYED = "not deployed"
+"""The status of an endpoint that has never been deployed."""
+
+ENDPOINT_STATUSES = (NOT_DEPLOYED, "queued", "deploying", "ready", "failed", "deleting", "deleted")
+"""Statuses the endpoints list can filter by."""
+
+
+@dataclass(frozen=True)
+class EndpointRow:
+    """An endpoint with its status (its latest deployment's, or 'not deployed')."""
+
+    endpoint: Endpoint
+    status: str
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User | None:
+    """The user with this id, or None."""
+    return await session.get(User, user_id)
+
+
+async def get_user_by_name(session: AsyncSession, username: str) -> User | None:
+    """The user with this username, or None."""
+    return await session.scalar(select(User).where(User.username == username))
+
+
+async def count_users(session: AsyncSession) -> int:
+    """How many users exist."""
+    return int(await session.scalar(select(func.count()).select_from(User)) or 0)
+
+
+async def add_user(session: AsyncSession, username: str, password_hash: str) -> User:
+    """Add a user (the caller commits; a duplicate name fails on flush)."""
+    user = User(username=username, password_hash=password_hash, is_active=True)
+    session.add(user)
+    await session.flush()
+    return user
+
+
+def _latest_status() -> Any:
+    latest = (
+        select(Deployment.status)
+        .where(Deployment.endpoint_id == Endpoint.id)
+        .order_by(Deployment.created_at.desc(), Deployment.id.desc())
+        .limit(1)
+        .correlate(Endpoint)
+        .scalar_subquery()
+    )
+    return func.coalesce(latest, NOT_DEPLOYED)
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+async def list_endpoints(session: AsyncSession, search: str = "", status: str = "") -> list[EndpointRow]:
+    """Endpoints by name, filtered by a search text (name, service, image) and a status."""
+    status_column = _latest_status().label("status")
+    query = select(Endpoint, status_column).order_by(Endpoint.name)
+    if search:
+        pattern = f"%{_escape_like(search.lower())}%"
+        query = query.where(
+            or_(
+                *(
+                    func.lower(column).like(pattern, escape="\\")
+                    for column in (Endpoint.name, Endpoint.service, Endpoint.resource, Endpoint.image_name)
+                )
+            )
+        )
+    if status:
+        query = query.where(_latest_status() == status)
+    result = await session.execute(query)
+    return [EndpointRow(endpoint, row_status) for endpoint, row_status in result.all()]
+
+
+async def get_endpoint(session: AsyncSession, endpoint_id: int) -> Endpoint | None:
+    """The endpoint with this id and its environment, or None."""
+    return await session.scalar(
+        select(Endpoint).where(Endpoint.id == endpoint_id).options(selectinload(Endpoint.env_vars))
+    )
+
+
+async def get_endpoint_by_name(session: AsyncSession, name: str) -> Endpoint | None:
+    """The endpoint with this name and its environment, or None."""
+    return await session.scalar(
+        select(Endpoint).where(Endpoint.name == name).options(selectinload(Endpoint.env_vars))
+    )
+
+
+async def find_endpoint_for_code(session: AsyncSession, service: str, resource: str) -> Endpoint | None:
+    """The endpoint that deploys `resource` of `service`, else the one named `resource`, else None."""
+    found = await session.scalar(
+        select(Endpoint)
+        .where(Endpoint.service == service, Endpoint.resource == resource)
+        .options(selectinload(Endpoint.env_vars))
+        .order_by(Endpoint.id)
+        .limit(1)
+    )
+    return found or await get_endpoint_by_name(session, resource)
+
+
+async def endpoint_status(session: AsyncSession, endpoint_id: int) -> str:
+    """The status of one endpoint (its latest deployment's, or 'not deployed')."""
+    status = await session.scalar(select(_latest_status()).where(Endpoint.id == endpoint_id))
+    return str(status or NOT_DEPLOYED)
+
+
+async def add_audit_event(
+    session: AsyncSession,
+    user: User | None,
+    action: str,
+    target: Endpoint | User | None = None,
+    changes: dict[str, Any] | None = None,
+    *,
+    target_name: str = "",
+) -> AuditEvent:
+    """Record who did what to which target; `changes` must already be secret-free."""
+    event = AuditEvent(
+        user_id=user.id if user else None,
+        username=user.username if user else "system",
+        action=action,
+        target_type=type(target).__name__.lower() if target is not None else "",
+        target_id=target.id if target is not None else None,
+        target_name=target_name or _name_of(target),
+        changes=changes or {},
+        at=utc_now(),
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+def _name_of(target: Endpoint | User | None) -> str:
+    if isinstance(target, Endpoint):
+        return target.name
+    if isinstance(target, User):
+        return target.username
+    return ""
+
+
+async def list_audit_events(
+    session: AsyncSession, *, limit: int = 50, before_id: int | None = None, target_id: int | None = None
+) -> list[AuditEvent]:
+    """Audit events, newest first; page with `before_id`, narrow to one endpoint with `target_id`."""
+    query = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if before_id is not None:
+        query = query.where(AuditEvent.id < before_id)
+    if target_id is not None:
+        query = query.where(AuditEvent.target_type == "endpoint", AuditEvent.target_id == target_id)
+    return list(await session.scalars(query))
+
+
+async def record_login_attempt(
+    session: AsyncSession, username: str, remote_addr: str, succeeded: bool
+) -> None:
+    """Store one login attempt (the rate limit counts the failed ones)."""
+    session.add(LoginAttempt(username=username, remote_addr=remote_addr, succeeded=succeeded, at=utc_now()))
+    await session.flush()
+
+
+async def count_login_failures(
+    session: AsyncSession, username: str, remote_addr: str, since: datetime
+) -> int:
+    """Failed attempts since `since` for this username or from this address, whichever is more."""
+    failed = (
+        select(func.count())
+        .select_from(LoginAttempt)
+        .where(LoginAttempt.succeeded.is_(False), LoginAttempt.at >= since)
+    )
+    by_user = await session.scalar(failed.where(LoginAttempt.username == username))
+    by_addr = await session.scalar(failed.where(LoginAttempt.remote_addr == remote_addr))
+    return max(int(by_user or 0), int(by_addr or 0) // 4)
+
+
+async def prune_login_attempts(session: AsyncSession, older_than: timedelta) -> None:
+    """Forget login attempts older than the rate-limit window."""
+    await session.execute(delete(LoginAttempt).where(LoginAttempt.at < utc_now() - older_than))

@@ -1,0 +1,189 @@
+"""Typed dashboard settings, read from the environment once; tests build them explicitly."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy.engine import make_url
+
+from dashboard import REPO_ROOT
+
+Environment = Literal["development", "production"]
+
+DEV_SECRET_KEY = "podroute-dashboard-development-secret-do-not-use-in-production"  # noqa: S105
+"""The signing key used in development when `DASHBOARD_SECRET_KEY` is not set."""
+
+KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "change-me", "secret", "dev", "development"})
+"""Secrets that are public knowledge and therefore refused in production."""
+
+MIN_SECRET_LENGTH = 32
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+DEFAULT_TRY_IT_BASE_URL = "http://localhost:8888/{service}"
+"""Where the try-it panel sends requests: the local dev server, with the service's prefix."""
+
+
+class SettingsError(ValueError):
+    """An environment variable has a value the dashboard cannot use; the message says the fix."""
+
+
+def _text(environ: Mapping[str, str], key: str, default: str = "") -> str:
+    return environ.get(key, "").strip() or default
+
+
+def _int(environ: Mapping[str, str], key: str, default: int, *, minimum: int, maximum: int) -> int:
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a whole number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{key}={value} must be between {minimum} and {maximum}")
+    return value
+
+
+def _bool(environ: Mapping[str, str], key: str) -> bool | None:
+    raw = environ.get(key, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r} must be 1/true/yes/on or 0/false/no/off")
+
+
+def async_database_url(url: str) -> str:
+    """The URL with an async driver: `sqlite` -> `sqlite+aiosqlite`, `postgresql` -> `+asyncpg`."""
+    parsed = make_url(url)
+    drivers = {
+        "sqlite": "sqlite+aiosqlite",
+        "postgresql": "postgresql+asyncpg",
+        "postgres": "postgresql+asyncpg",
+    }
+    name = drivers.get(parsed.drivername)
+    if name is None:
+        return url
+    return parsed.set(drivername=name).render_as_string(hide_password=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardSettings:
+    """Everything the dashboard reads from its environment (see `from_env` for the variables)."""
+
+    environment: Environment = "production"
+    host: str = "localhost"
+    port: int = 8080
+    data_dir: Path = REPO_ROOT / ".podroute"
+    database_url: str = field(default="", repr=False)
+    secret_key: str = field(default="", repr=False)
+    admin_user: str = "admin"
+    admin_password: str = field(default="", repr=False)
+    project_dir: Path = REPO_ROOT
+    try_it_base_url: str = DEFAULT_TRY_IT_BASE_URL
+    try_it_hosts: tuple[str, ...] = ()
+    log_level: str = "INFO"
+    secure_cookies: bool | None = None
+    login_max_failures: int = 5
+    login_window_s: int = 300
+    session_lifetime_s: int = 8 * 3600
+    discovery_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.environment not in ("development", "production"):
+            raise SettingsError(f"DASHBOARD_ENV={self.environment!r} must be 'development' or 'production'")
+        if self.log_level not in LOG_LEVELS:
+            raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"DASHBOARD_PORT={self.port} is not a TCP port (0-65535)")
+
+    def check_secret_key(self) -> None:
+        """Raise `SettingsError` in production unless the secret key is set, long and not a default.
+
+        Called when the web app is built; migrations and the user CLI sign nothing and skip it.
+        """
+        if self.is_development:
+            return
+        fix = (
+            "set DASHBOARD_SECRET_KEY to a long random value, e.g. the output of "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'` "
+            "(or set DASHBOARD_ENV=development on a development machine)"
+        )
+        if not self.secret_key:
+            raise SettingsError(f"DASHBOARD_SECRET_KEY is not set and DASHBOARD_ENV is production: {fix}")
+        if self.secret_key in KNOWN_DEFAULT_SECRETS:
+            raise SettingsError(f"DASHBOARD_SECRET_KEY is a well-known default, refused in production: {fix}")
+        if len(self.secret_key) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"DASHBOARD_SECRET_KEY is shorter than {MIN_SECRET_LENGTH} characters, "
+                f"refused in production: {fix}"
+            )
+
+    @property
+    def is_development(self) -> bool:
+        """True on a development machine (`DASHBOARD_ENV=development`)."""
+        return self.environment == "development"
+
+    @property
+    def signing_key(self) -> str:
+        """The key that signs session cookies (the development default when none is set)."""
+        return self.secret_key or DEV_SECRET_KEY
+
+    @property
+    def cookies_secure(self) -> bool:
+        """Whether session cookies carry `Secure` (default: yes in production, no in development)."""
+        return (not self.is_development) if self.secure_cookies is None else self.secure_cookies
+
+    @property
+    def url(self) -> str:
+        """The SQLAlchemy URL as configured: `database_url`, or a SQLite file in `data_dir`."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'dashboard.sqlite3'}"
+
+    @property
+    def async_url(self) -> str:
+        """`url` with an async driver, for the web app's engine."""
+        return async_database_url(self.url)
+
+    @property
+    def uses_default_sqlite(self) -> bool:
+        """True when the database is the SQLite file under `data_dir` (which must then exist)."""
+        return not self.database_url
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DashboardSettings:
+        """Read the `DASHBOARD_*` variables, `DATABASE_URL` and `LOG_LEVEL`.
+
+        DASHBOARD_ENV (production | development), DASHBOARD_HOST (localhost), DASHBOARD_PORT (8080),
+        DASHBOARD_DATA_DIR (<repo>/.podroute), DATABASE_URL (SQLite in the data dir),
+        DASHBOARD_SECRET_KEY (required in production), DASHBOARD_ADMIN_USER (admin),
+        DASHBOARD_ADMIN_PASSWORD (creates that user on first start), DASHBOARD_PROJECT_DIR (<repo>),
+        DASHBOARD_TRY_IT_URL (http://localhost:8888/{service}), DASHBOARD_TRY_IT_HOSTS (extra hosts
+        the try-it panel may call besides loopback; '*' for any), DASHBOARD_SECURE_COOKIES,
+        DASHBOARD_LOGIN_MAX_FAILURES (5), DASHBOARD_LOGIN_WINDOW_S (300), LOG_LEVEL (INFO).
+        """
+        env = os.environ if environ is None else environ
+        hosts = tuple(
+            h.strip().lower() for h in env.get("DASHBOARD_TRY_IT_HOSTS", "").split(",") if h.strip()
+        )
+        return cls(
+            environment=_text(env, "DASHBOARD_ENV", "production").lower(),  # type: ignore[arg-type]
+            host=_text(env, "DASHBOARD_HOST", "localhost"),
+            port=_int(env, "DASHBOARD_PORT", 8080, minimum=0, maximum=65535),
+            data_dir=Path(_text(env, "DASHBOARD_DATA_DIR", str(REPO_ROOT / ".podroute"))).expanduser(),
+            database_url=_text(env, "DATABASE_URL"),
+            secret_key=env.get("DASHBOARD_SECRET_KEY", "").strip(),
+            admin_user=_text(env, "DASHBOARD_ADMIN_USER", "admin"),
+            admin_password=env.get("DASHBOARD_ADMIN_PASSWORD", ""),
+            project_dir=Path(_text(env, "DASHBOARD_PROJECT_DIR", str(REPO_ROOT))).expanduser(),
+            try_it_base_url=_text(env, "DASHBOARD_TRY_IT_URL", DEFAULT_TRY_IT_BASE_URL),
+            try_it_hosts=hosts,
+            log_level=_text(env, "LOG_LEVEL", "INFO").upper(),
+            secure_cookies=_bool(env, "DASHBOARD_SECURE_COOKIES"),
+            login_max_failures=_int(env, "DASHBOARD_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
+            login_window_s=_int(env, "DASHBOARD_LOGIN_WINDOW_S", 300, minimum=1, maximum=86400),
+        )

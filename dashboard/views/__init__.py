@@ -1,0 +1,30 @@
+"""The dashboard's blueprints: auth, endpoints, import from code, audit log and vendored assets."""
+
+from __future__ import annotations
+
+from quart import Quart, Response, redirect, send_file
+from werkzeug.exceptions import NotFound
+
+from dashboard.views import audit, auth, endpoints, imports
+
+
+def register_blueprints(app: Quart) -> None:
+    """Attach every blueprint, the vendored-asset route, `/` and `/healthz` to the app."""
+    for module in (auth, endpoints, imports, audit):
+        app.register_blueprint(module.blueprint)
+
+    async def vendor(filename: str) -> Response:
+        for asset in app.extensions["dashboard"].assets.values():
+            if asset.url_name == filename:
+                return await send_file(asset.path, mimetype="text/javascript", cache_timeout=31536000)
+        raise NotFound()
+
+    async def index() -> Response:
+        return redirect("/endpoints", 303)  # type: ignore[return-value]
+
+    async def health() -> Response:
+        return Response("ok", mimetype="text/plain")
+
+    app.add_url_rule("/static/vendor/<filename>", "assets.vendor", vendor, methods=["GET"])
+    app.add_url_rule("/", "index", index, methods=["GET"])
+    app.add_url_rule("/healthz", "health", health, methods=["GET"])

@@ -1,0 +1,121 @@
+"""Alembic on an empty SQLite file and on PostgreSQL: up, down, up; models and migrations agree;
+the app refuses a database that is behind and names the command that fixes it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from quart.testing.app import LifespanError
+from sqlalchemy import inspect
+
+from dashboard.app import create_app
+from dashboard.db import alembic_config, create_engine, head_revisions, schema_status
+from dashboard.models import Base
+
+TABLES = {
+    "users",
+    "endpoints",
+    "endpoint_env_vars",
+    "audit_events",
+    "login_attempts",
+    "builds",
+    "deployments",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _tables(connection):
+    return set(inspect(connection).get_table_names()) - {"alembic_version"}
+
+
+def _diff(connection):
+    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    return compare_metadata(context, Base.metadata)
+
+
+async def _inspect(url, function):
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(function)
+    finally:
+        await engine.dispose()
+
+
+async def _alembic(url, action, revision):
+    await asyncio.to_thread(getattr(command, action), alembic_config(url), revision)
+
+
+async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(database_url):
+    await _alembic(database_url, "upgrade", "head")
+    assert await _inspect(database_url, _tables) == TABLES
+    assert await _inspect(database_url, _diff) == []
+    await _alembic(database_url, "downgrade", "base")
+    assert await _inspect(database_url, _tables) == set()
+    await _alembic(database_url, "upgrade", "head")
+    assert await _inspect(database_url, _tables) == TABLES
+    assert await _inspect(database_url, _diff) == []
+    await _alembic(database_url, "downgrade", "base")  # leave the shared PostgreSQL database empty
+
+
+async def test_each_revision_steps_down_and_up(database_url):
+    await _alembic(database_url, "upgrade", "0001")
+    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
+    await _alembic(database_url, "upgrade", "head")
+    await _alembic(database_url, "downgrade", "-1")
+    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
+    await _alembic(database_url, "downgrade", "base")
+
+
+async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_settings):
+    settings = make_settings(tmp_path, demo_project)
+    await _alembic(settings.url, "upgrade", "0001")
+    app = create_app(settings)
+    with pytest.raises(LifespanError, match=r"newest migration 0002\): run `python -m dashboard migrate`"):
+        async with app.test_app():
+            pass
+    engine = create_engine(settings.url)
+    status = await schema_status(engine)
+    await engine.dispose()
+    assert status.current == ("0001",) and status.heads == head_revisions() == ("0002",)
+
+
+async def test_app_refuses_an_empty_database(tmp_path, demo_project, make_settings):
+    app = create_app(make_settings(tmp_path, demo_project))
+    with pytest.raises(LifespanError, match=r"revision empty \(no migrations applied\)"):
+        async with app.test_app():
+            pass
+
+
+async def test_the_app_works_on_postgresql(
+    postgres_url, tmp_path, demo_project, make_settings, endpoint_form, make_web
+):
+    settings = make_settings(
+        tmp_path, demo_project, database_url=postgres_url, admin_password="pg-admin-pass"
+    )
+    await _alembic(postgres_url, "upgrade", "head")
+    try:
+        app = create_app(settings)
+        async with app.test_app() as test_app:
+            web = make_web(test_app.test_client())
+            assert (await web.login("admin", "pg-admin-pass")).status_code == 303
+            created = await web.post("/endpoints", endpoint_form(name="pg-endpoint"))
+            assert created.status_code == 303
+            duplicate = await web.post("/endpoints", endpoint_form(name="pg-endpoint"))
+            assert duplicate.status_code == 422
+            page = await web.text("/endpoints?q=PG")
+            assert "pg-endpoint" in page
+            too_big = await web.post("/endpoints", endpoint_form(name="pg-2", workersMax="3000000000"))
+            assert too_big.status_code == 422
+    finally:
+        await _alembic(postgres_url, "downgrade", "base")
