@@ -68,6 +68,6 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def dev(session: nox.Session) -> None:
-    """Run the local stack: dev server on localhost:8888 (FLASH_HOST / FLASH_PORT)."""
+    """Run the local stack: dev server (8888), local runtime (8800) and dashboard (8080)."""
     _install_project(session)
-    session.run("python", "-m", "podroute", "dev", *session.posargs)
+    session.run("python", "tools/devstack.py", *session.posargs)

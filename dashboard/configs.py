@@ -7,13 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from dashboard.models import Endpoint, EnvVar
 from podroute.resources import (
     CpuLoadBalancerSlsResource,
     LoadBalancerSlsResource,
     Resource,
 )
-
-from dashboard.models import Endpoint, EnvVar
 
 COMMON_FIELDS: dict[str, str] = {
     "name": "name",

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from podroute.resources import FieldProblem, ResourceConfigError
 from werkzeug.datastructures import MultiDict
 
 from dashboard.configs import FIELD_LABELS, EndpointDraft, field_map, resource_class
 from dashboard.models import ENV_KEY_MAX, ENV_VALUE_MAX, IMAGE_MAX, NAME_MAX, SERVICE_MAX, Endpoint, EnvVar
+from podroute.resources import FieldProblem, ResourceConfigError
 
 MAX_ENV_ROWS = 100
 """Environment rows read from one form (more are ignored and reported)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from podroute.resources import FieldProblem, ResourceConfigError
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,6 +15,7 @@ from dashboard.configs import EndpointDraft, apply_draft, describe_changes, reso
 from dashboard.discovery import DiscoveredResource, Discovery
 from dashboard.models import Endpoint, EnvVar, User, utc_now
 from dashboard.queries import add_audit_event, find_endpoint_for_code, get_endpoint_by_name
+from podroute.resources import FieldProblem, ResourceConfigError
 
 
 class NameTakenError(ValueError):

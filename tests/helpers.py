@@ -83,7 +83,7 @@ class CliServer:
     def __init__(self, args: list[str], cwd: Path, env: Mapping[str, str]) -> None:
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         # a file, not a pipe: a chatty server must never block on a full pipe nobody reads yet
-        self.output_file = tempfile.TemporaryFile(mode="w+")
+        self.output_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "podroute", *args],
             cwd=cwd,
@@ -95,7 +95,9 @@ class CliServer:
         )
 
     def stop(self, timeout: float = 15.0) -> str:
-        """SIGTERM the server, wait for it, and return everything it printed."""
+        """SIGTERM the server, wait for it, and return everything it printed (idempotent)."""
+        if self.output_file.closed:
+            return self.output
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
         try:
@@ -104,7 +106,9 @@ class CliServer:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
         self.output_file.seek(0)
-        return self.output_file.read()
+        self.output: str = self.output_file.read()
+        self.output_file.close()
+        return self.output
 
 
 @contextlib.contextmanager

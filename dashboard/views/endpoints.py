@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
 
@@ -30,6 +29,7 @@ from dashboard.queries import (
     list_endpoints,
 )
 from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
+from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 
 logger = logging.getLogger("dashboard.endpoints")
 blueprint = Blueprint("endpoints", __name__, url_prefix="/endpoints")

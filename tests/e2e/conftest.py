@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, STRICT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = os.environ.get("PODROUTE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -23,12 +24,13 @@ CHROMIUM_ARGS = [
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[object]:
     """A headless Chromium; skipped where it is not installed, unless PODROUTE_STRICT_TESTS=1.
 
-    Module-scoped: Playwright's sync API runs an event loop while open, which must be closed before
-    any asyncio test runs (e2e tests are collected last, see testpaths).
+    Session-scoped and shared by every e2e test: Playwright's sync API runs an event loop while it
+    is open, so only one may exist, and no asyncio test may run meanwhile (e2e tests are collected
+    last, see testpaths in pyproject.toml).
     """
     if not Path(CHROMIUM).exists():
         message = "Chromium is not installed (apt-get install chromium)"

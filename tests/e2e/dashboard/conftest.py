@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,22 +15,11 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 from dashboard.testing import strict, write_demo_project  # noqa: E402
 
 ADMIN_PASSWORD = "e2e-admin-password"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 _RUNNING = re.compile(r"Running on (http://[\d.]+:\d+)")
 
 
@@ -39,18 +27,6 @@ def _unavailable(message: str) -> None:
     if strict():
         pytest.fail(f"{message}; PODROUTE_STRICT_TESTS=1 requires it", pytrace=False)
     pytest.skip(message)
-
-
-def _chromium_path() -> str:
-    for candidate in (
-        os.environ.get("PODROUTE_CHROMIUM", ""),
-        "/usr/bin/chromium",
-        shutil.which("chromium") or "",
-    ):
-        if candidate and Path(candidate).is_file():
-            return candidate
-    _unavailable("Chromium is not installed (apt-get install chromium; or set PODROUTE_CHROMIUM)")
-    raise AssertionError("unreachable")
 
 
 def _start(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -123,20 +99,6 @@ def dashboard_url(project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     process, url = _start([sys.executable, "-m", "dashboard"], env, data_dir / "dashboard.log")
     yield url
     _stop(process)
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """Headless Debian Chromium through Playwright's bundled driver."""
-    executable = _chromium_path()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed (pip install playwright)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

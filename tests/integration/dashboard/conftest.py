@@ -7,7 +7,6 @@ import asyncio
 import logging
 import re
 import shutil
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from urllib.parse import urlencode
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:  # the repository root holds the `dashboard` package
-    sys.path.insert(0, str(ROOT))
 
 from alembic import command  # noqa: E402
 from quart import Quart  # noqa: E402

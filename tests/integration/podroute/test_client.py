@@ -116,15 +116,15 @@ def test_errors_are_typed_and_carry_the_problem(server: tuple[str, Counter[str]]
 
 def test_no_workers_after_all_retries_is_its_own_type(server: tuple[str, Counter[str]]) -> None:
     url, _ = server
-    with EndpointClient(url, retry=RetryPolicy(attempts=2, backoff_base_s=0.01)) as client:
-        with pytest.raises(NoWorkersError):
-            client.get("/cold")
+    retry = RetryPolicy(attempts=2, backoff_base_s=0.01)
+    with EndpointClient(url, retry=retry) as client, pytest.raises(NoWorkersError):
+        client.get("/cold")
 
 
 def test_unreachable_endpoint() -> None:
-    with EndpointClient(f"http://127.0.0.1:{free_port()}", retry=FAST) as client:
-        with pytest.raises(EndpointUnavailableError, match="cannot reach"):
-            client.post("/x", json={})
+    client = EndpointClient(f"http://127.0.0.1:{free_port()}", retry=FAST)
+    with client, pytest.raises(EndpointUnavailableError, match="cannot reach"):
+        client.post("/x", json={})
 
 
 async def test_async_client_and_call_by_signature(

@@ -3,6 +3,7 @@ back, delete; plus the gateway's RunPod behaviours and restarts. Real processes 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -197,10 +198,8 @@ def test_ping_is_204_while_the_startup_hook_runs(project: Path, runtime: Runtime
     def probe() -> bool:
         for worker in live_workers(runtime, entry["id"]):
             if worker["state"] in ("initializing", "ready") and worker["port"]:
-                try:
+                with contextlib.suppress(httpx.HTTPError):
                     seen.add(httpx.get(f"http://127.0.0.1:{worker['port']}/ping").status_code)
-                except httpx.HTTPError:
-                    pass
         return 200 in seen
 
     runtime.provider().scale(entry["id"], {"workersMin": 0, "workersMax": 0})

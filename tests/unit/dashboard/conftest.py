@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-if str(ROOT) not in sys.path:  # the repository root holds the `dashboard` package
-    sys.path.insert(0, str(ROOT))
 
 from sqlalchemy.ext.asyncio import AsyncSession  # noqa: E402
 

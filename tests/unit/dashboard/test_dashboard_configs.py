@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
-
 from dashboard.configs import ConfigState, EndpointDraft, apply_draft, describe_changes, resource_of, state_of
 from dashboard.models import Endpoint
+from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 
 
 def endpoint_from(draft: EndpointDraft) -> Endpoint:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from podroute.resources import FieldProblem, LoadBalancerSlsResource, ResourceConfigError
 from werkzeug.datastructures import MultiDict
 
 from dashboard.forms import EndpointForm, add_problems, parse_endpoint_form
 from dashboard.models import Endpoint, EnvVar
+from podroute.resources import FieldProblem, LoadBalancerSlsResource, ResourceConfigError
 
 BASE = {
     "name": "api",

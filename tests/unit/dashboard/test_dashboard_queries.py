@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
-
 from dashboard.configs import EndpointDraft
 from dashboard.models import Deployment, utc_now
 from dashboard.operations import create_endpoint, delete_endpoint, update_endpoint
@@ -22,6 +20,7 @@ from dashboard.queries import (
     prune_login_attempts,
     record_login_attempt,
 )
+from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 
 
 def gpu(name: str, **fields) -> EndpointDraft:
