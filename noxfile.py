@@ -28,13 +28,16 @@ def _requirement_files(*patterns: str) -> list[str]:
 
 
 def _install_project(session: nox.Session, *extra: str) -> None:
-    """The podroute library (editable, with every server), each service's and the dashboard's deps."""
+    """The podroute library (editable, with every server), each service's and the dashboard's deps,
+    and the dashboard's pinned front-end packages (htmx) from the npm registry."""
     session.install(
         "-e",
         "./shared[servers]",
         *_requirement_files("services/*/requirements.txt", "dashboard/requirements.txt"),
         *extra,
     )
+    npm = ("npm", "ci", "--prefix", "dashboard", "--no-audit", "--no-fund", "--loglevel=error")
+    session.run(*npm, external=True)
 
 
 @nox.session(python=PYTHON)
