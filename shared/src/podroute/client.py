@@ -152,6 +152,18 @@ class _ClientBase:
             raise EndpointError.from_response(response)
         return response
 
+    def _delay_after_error(self, error: httpx.TransportError, attempt: int, safe: bool) -> float:
+        """Seconds to wait before retrying after a transport error; raises when it must not retry."""
+        if attempt == self.retry.attempts - 1 or not _should_retry_error(error, safe):
+            raise EndpointUnavailableError(0, f"cannot reach {self.url}: {error}") from error
+        return self.retry.delay(attempt)
+
+    def _delay_after_response(self, response: httpx.Response, attempt: int, safe: bool) -> float | None:
+        """Seconds to wait before retrying this response, or None when it is the answer."""
+        if attempt == self.retry.attempts - 1 or not _should_retry_response(response, safe, self.retry):
+            return None
+        return self.retry.delay(attempt, _retry_after(response))
+
 
 class EndpointClient(_ClientBase):
     """A synchronous client for one endpoint."""
@@ -185,18 +197,16 @@ class EndpointClient(_ClientBase):
         method = method.upper()
         safe = method in IDEMPOTENT_METHODS or retry_unsafe
         for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
             try:
                 response = self._http.request(method, path, **kwargs)
             except httpx.TransportError as error:
-                if last or not _should_retry_error(error, safe):
-                    raise EndpointUnavailableError(0, f"cannot reach {self.url}: {error}") from error
-                time.sleep(self.retry.delay(attempt))
+                time.sleep(self._delay_after_error(error, attempt, safe))
                 continue
-            if last or not _should_retry_response(response, safe, self.retry):
+            delay = self._delay_after_response(response, attempt, safe)
+            if delay is None:
                 return self._finish(response)
-            time.sleep(self.retry.delay(attempt, _retry_after(response)))
-        raise AssertionError("unreachable")
+            time.sleep(delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
 
     def get(self, path: str, **kwargs: Any) -> Any:
         """GET and decode the body."""
@@ -259,18 +269,16 @@ class AsyncEndpointClient(_ClientBase):
         method = method.upper()
         safe = method in IDEMPOTENT_METHODS or retry_unsafe
         for attempt in range(self.retry.attempts):
-            last = attempt == self.retry.attempts - 1
             try:
                 response = await self._http.request(method, path, **kwargs)
             except httpx.TransportError as error:
-                if last or not _should_retry_error(error, safe):
-                    raise EndpointUnavailableError(0, f"cannot reach {self.url}: {error}") from error
-                await asyncio.sleep(self.retry.delay(attempt))
+                await asyncio.sleep(self._delay_after_error(error, attempt, safe))
                 continue
-            if last or not _should_retry_response(response, safe, self.retry):
+            delay = self._delay_after_response(response, attempt, safe)
+            if delay is None:
                 return self._finish(response)
-            await asyncio.sleep(self.retry.delay(attempt, _retry_after(response)))
-        raise AssertionError("unreachable")
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last attempt always returns or raises")
 
     async def get(self, path: str, **kwargs: Any) -> Any:
         """GET and decode the body."""
