@@ -11,8 +11,11 @@ import numpy as np
 import orjson
 import pytest
 import quart
+from openapi_spec_validator import OpenAPIV31SpecValidator
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
+from podroute import AppSettings, CpuLoadBalancerSlsResource, Registry, create_app, remote
+from podroute.app import podroute_state
 from podroute.arrays import (
     INT64_MAX,
     INT64_MIN,
@@ -24,6 +27,7 @@ from podroute.arrays import (
     raw_decoder,
 )
 from podroute.binding import body_decoders
+from podroute.openapi import build_openapi
 
 
 class Body(BaseModel):
@@ -280,3 +284,21 @@ def test_accepts_number_array_registers_all_three_media_types() -> None:
     assert set(decoders) == {"application/json", "application/x-npy", "application/octet-stream"}
     assert "dtype=int64" in decoders["application/octet-stream"][1]
     assert "numpy.save" in decoders["application/x-npy"][1]
+
+
+def test_openapi_of_a_number_array_route_is_valid_3_1_and_describes_each_media_type(
+    registry: Registry,
+) -> None:
+    api = CpuLoadBalancerSlsResource(name="stats")
+
+    @remote(api, method="POST", path="/stats")
+    @accepts_number_array("values")
+    async def stats(values: NumberArray) -> dict[str, int]:
+        return {"count": int(values.size)}
+
+    spec = build_openapi(podroute_state(create_app(api, registry=registry, settings=AppSettings())))
+    OpenAPIV31SpecValidator(spec).validate()
+    content = spec["paths"]["/stats"]["post"]["requestBody"]["content"]
+    assert content["application/x-npy"]["schema"]["contentMediaType"] == "application/x-npy"
+    assert "numpy.save" in content["application/x-npy"]["schema"]["description"]
+    assert "dtype=int64" in content["application/octet-stream"]["schema"]["description"]
