@@ -51,7 +51,7 @@ _WHITESPACE = b" \t\r\n"
 _INT_TEXT_CHARS = b"0123456789-," + _WHITESPACE
 _FLOAT_MARKS = (b".", b"e", b"E", b"+")
 _NUMBER_TEXT_CHARS = _INT_TEXT_CHARS + b"".join(_FLOAT_MARKS)
-_MINUS, _COMMA, _ZERO, _NINE = ord("-"), ord(","), ord("0"), ord("9")
+_MINUS, _COMMA, _ZERO = ord("-"), ord(","), ord("0")
 _POWERS_OF_TEN = [10**k for k in range(1, 19)]
 _RAW_DTYPES = {"int64": np.dtype("<i8"), "float64": np.dtype("<f8")}
 
@@ -166,35 +166,35 @@ def as_number_array(values: Any) -> npt.NDArray[Any]:
 # ------------------------------------------------------------------------------------------ JSON
 
 
-def _canonical_length(values: npt.NDArray[np.int64]) -> int:
-    """Characters of the shortest JSON text of each value (digits plus '-'), summed."""
+def _canonical_digits(values: npt.NDArray[np.int64]) -> int:
+    """Digits in the shortest decimal text of each value, summed."""
     magnitudes = np.abs(values)
-    length = int(values.size) + int(np.count_nonzero(values < 0))
+    digits = int(values.size)
     for power in _POWERS_OF_TEN:
         above = int(np.count_nonzero(magnitudes >= power))
         if not above:
             break
-        length += above
-    return length
+        digits += above
+    return digits
 
 
-def _signs_are_attached(text: npt.NDArray[np.uint8], values: npt.NDArray[np.int64]) -> bool:
-    """Every '-' is the sign of a negative value and touches its first digit."""
-    signs = np.flatnonzero(text == _MINUS)
-    if signs.size != np.count_nonzero(values < 0):
-        return False
-    after_sign = text[np.minimum(signs + 1, text.size - 1)]  # a trailing '-' is followed by itself
-    return not np.any((after_sign < _ZERO) | (after_sign > _NINE))
+def _is_json_integer_list(text: npt.NDArray[np.uint8], values: npt.NDArray[np.int64]) -> bool:
+    """Whether `text` (digits, '-', ',' and whitespace only) is exactly the JSON list of `values`.
 
-
-def _items_are_present(compact: npt.NDArray[np.uint8], count: int) -> bool:
-    """`count` items separated by single commas: no empty item anywhere (whitespace removed)."""
-    commas = np.flatnonzero(compact == _COMMA)
+    numpy reads some things JSON does not allow: empty items and a lone '-' (as 0), '- 1', leading
+    zeros and a trailing comma. Given that numpy read `values.size` items from the whole text, it
+    is JSON when there is one comma fewer than items, one run of digits per item, as many digits as
+    the values' canonical text has, and one '-' per negative value, each touching its digits.
+    """
+    digit = (text - _ZERO) < 10  # uint8 arithmetic wraps: every other character lands above 9
+    minus = text == _MINUS
+    count = int(values.size)
     return (
-        commas.size == count - 1
-        and compact[0] != _COMMA
-        and compact[-1] != _COMMA
-        and not np.any(np.diff(commas) == 1)
+        int(np.count_nonzero(text == _COMMA)) == count - 1
+        and int(digit[0]) + int(np.count_nonzero(digit[1:] > digit[:-1])) == count
+        and int(np.count_nonzero(digit)) == _canonical_digits(values)
+        and int(np.count_nonzero(minus)) == int(np.count_nonzero(values < 0))
+        and not (minus[-1] or np.any(minus[:-1] > digit[1:]))
     )
 
 
@@ -206,15 +206,7 @@ def _parse_ints(inner: bytes) -> npt.NDArray[np.int64] | None:
         return None
     if values.size == 0 or values.min() == INT64_MIN or values.max() == INT64_MAX:
         return None  # saturated on overflow (or at the very edge): let exact validation decide
-    # numpy also reads things JSON does not allow: '- 1', a lone '-', empty items (as 0) and leading
-    # zeros. The first two fail the sign check, empty items the comma check, and leading zeros make
-    # the text longer than the canonical JSON of the values read.
-    if not _signs_are_attached(np.frombuffer(inner, dtype=np.uint8), values):
-        return None
-    compact = inner.translate(None, _WHITESPACE)
-    if not _items_are_present(np.frombuffer(compact, dtype=np.uint8), int(values.size)):
-        return None
-    if _canonical_length(values) + values.size - 1 != len(compact):
+    if not _is_json_integer_list(np.frombuffer(inner.strip(), dtype=np.uint8), values):
         return None
     result: npt.NDArray[np.int64] = values
     return result
