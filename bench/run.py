@@ -75,7 +75,9 @@ def _run_peer_bench(args: argparse.Namespace, raw_json: Path) -> str:
     result = subprocess.run(command, env=env, stdout=subprocess.PIPE, text=True, check=False)
     if result.returncode not in (0, 1):  # 1: some peer failed a round; the report says which
         raise SystemExit(f"peer_bench failed with exit status {result.returncode}")
-    return result.stdout
+    report = result.stdout
+    start = report.find("Date: ")  # the setup scripts also print to stdout, before the report
+    return report[start:] if start >= 0 else report
 
 
 def _ratios(rounds: list[dict[str, Any]], name: str, reference: str, request: str) -> list[float]:
