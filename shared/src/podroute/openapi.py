@@ -115,10 +115,10 @@ def _request_body(bound: BoundRoute, schemas: _Schemas) -> dict[str, Any] | None
     content: dict[str, Any] = {"application/json": {"schema": schema}}
     for media_type, (_, description) in body_decoders(bound.route.function).items():
         if media_type != "application/json":
-            entry: dict[str, Any] = {"schema": {"type": "string", "contentMediaType": media_type}}
-            if description:
-                entry["description"] = description
-            content[media_type] = entry
+            media_schema: dict[str, Any] = {"type": "string", "contentMediaType": media_type}
+            if description:  # a Media Type Object has no description of its own; its schema does
+                media_schema["description"] = description
+            content[media_type] = {"schema": media_schema}
     required = bound.binder.whole_body_param is not None or bool(
         isinstance(target, type)
         and issubclass(target, BaseModel)

@@ -1,0 +1,8 @@
+"""`python -m services.gpu`: serve the GPU service alone on FLASH_HOST:FLASH_PORT (localhost:8000)."""
+
+import sys
+
+from podroute.cli import run_standalone
+
+if __name__ == "__main__":
+    sys.exit(run_standalone("services.gpu.endpoint"))
