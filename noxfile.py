@@ -32,7 +32,7 @@ def _install_project(session: nox.Session, *extra: str) -> None:
     and the dashboard's pinned front-end packages (htmx) from the npm registry."""
     session.install(
         "-e",
-        "./shared[servers]",
+        "./shared[servers,arrays]",
         *_requirement_files("services/*/requirements.txt", "dashboard/requirements.txt"),
         *extra,
     )
@@ -65,8 +65,18 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the podroute library."""
-    session.install("-e", "./shared[servers]", *TYPECHECK_TOOLS)
+    session.install("-e", "./shared[servers,arrays]", *TYPECHECK_TOOLS)
     session.run("mypy", "--strict", "shared/src/podroute")
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmark (not CI): podroute vs bare Quart, FastAPI and the Flash worker; /gpu/compute latency.
+
+    Needs wrk and taskset (apt-get install -y wrk). Options after '--', e.g. nox -s bench -- -r 2 -d 5.
+    """
+    _install_project(session, "fastapi==0.165.0")
+    session.run("python", "bench/run.py", *session.posargs)
 
 
 @nox.session(python=PYTHON)

@@ -239,6 +239,9 @@ class Binder:
     def _bind_query(
         self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]
     ) -> None:
+        if not request.query_string:  # the common case: skip parsing an empty query string
+            self._validate_fields({}, kwargs, errors, "query")
+            return
         args = request.args
         values: dict[str, Any] = {}
         for key in args:
