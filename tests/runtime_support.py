@@ -8,14 +8,17 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from podroute.deploy import LocalRuntimeProvider
+from podroute.client import EndpointClient
+from podroute.deploy import Deployments, LocalRuntimeProvider
 from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
 
 LAB_SERVICE = """\
@@ -158,3 +161,61 @@ def port_open(port: int) -> bool:
 
 def gateway_ping(url: str, key: str) -> int:
     return httpx.get(f"{url}/ping", headers={"Authorization": f"Bearer {key}"}, timeout=30).status_code
+
+
+def deploy(
+    project: Path, runtime: Runtime, env: str = "test", *extra: str, key: str = "lab/lab"
+) -> dict[str, Any]:
+    """`podroute deploy new` (once) and `deploy send` through the CLI; returns the endpoint entry."""
+    if env not in Deployments(project).environments:
+        created = run_cli(
+            [
+                "deploy",
+                "new",
+                env,
+                "--runtime-url",
+                runtime.url,
+                "--token-file",
+                str(runtime.data_dir / "token"),
+            ],
+            project,
+        )
+        assert created.returncode == 0, created.stderr
+    sent = run_cli(["deploy", "send", env, *extra, "--timeout", "60"], project)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert "healthy at" in sent.stdout and "curl" in sent.stdout
+    entry: dict[str, Any] = Deployments(project).environments[env]["endpoints"][key]
+    return entry
+
+
+class Load:
+    """Threads calling the endpoint until stopped; records every outcome."""
+
+    def __init__(self, client: EndpointClient, call: Any, threads: int) -> None:
+        self.results: list[Any] = []
+        self.errors: list[BaseException] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(client, call)) for _ in range(threads)]
+
+    def _run(self, client: EndpointClient, call: Any) -> None:
+        while not self._stop.is_set():
+            try:
+                self.results.append(call(client))
+            except Exception as error:
+                self.errors.append(error)
+
+    def __enter__(self) -> Load:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(60)
+
+
+def live_workers(runtime: Runtime, endpoint_id: str) -> list[dict[str, Any]]:
+    """The endpoint's workers as the runtime reports them."""
+    workers: list[dict[str, Any]] = runtime.provider().status(endpoint_id).status["workers"]
+    return workers

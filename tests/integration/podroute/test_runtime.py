@@ -7,20 +7,20 @@ import contextlib
 import json
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from podroute.client import EndpointClient, RetryPolicy
-from podroute.deploy import Deployments
 from tests.runtime_support import (
+    Load,
     Runtime,
+    deploy,
     gateway_ping,
+    live_workers,
     make_lab_project,
     pid_alive,
     port_open,
@@ -41,60 +41,6 @@ def project(tmp_path: Path) -> Path:
 def runtime(tmp_path: Path) -> Iterator[Runtime]:
     with runtime_process(tmp_path / "runtime") as running:
         yield running
-
-
-def deploy(project: Path, runtime: Runtime, env: str = "test", *extra: str) -> dict[str, Any]:
-    if env not in Deployments(project).environments:
-        created = run_cli(
-            [
-                "deploy",
-                "new",
-                env,
-                "--runtime-url",
-                runtime.url,
-                "--token-file",
-                str(runtime.data_dir / "token"),
-            ],
-            project,
-        )
-        assert created.returncode == 0, created.stderr
-    sent = run_cli(["deploy", "send", env, *extra, "--timeout", "60"], project)
-    assert sent.returncode == 0, sent.stdout + sent.stderr
-    assert "healthy at" in sent.stdout and "curl" in sent.stdout
-    entry: dict[str, Any] = Deployments(project).environments[env]["endpoints"]["lab/lab"]
-    return entry
-
-
-class Load:
-    """Threads calling the endpoint until stopped; records every outcome."""
-
-    def __init__(self, client: EndpointClient, call: Any, threads: int) -> None:
-        self.results: list[Any] = []
-        self.errors: list[BaseException] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(client, call)) for _ in range(threads)]
-
-    def _run(self, client: EndpointClient, call: Any) -> None:
-        while not self._stop.is_set():
-            try:
-                self.results.append(call(client))
-            except Exception as error:
-                self.errors.append(error)
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(60)
-
-
-def live_workers(runtime: Runtime, endpoint_id: str) -> list[dict[str, Any]]:
-    workers: list[dict[str, Any]] = runtime.provider().status(endpoint_id).status["workers"]
-    return workers
 
 
 def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: Runtime) -> None:

@@ -216,10 +216,15 @@ class EndpointPool:
             )
 
     def _drain_idle(self, current: list[Worker], desired: int) -> None:
+        live = [w for w in current if w.state in LIVE_STATES]
+        over_max = len(live) - self.record.scaling["workersMax"]
+        if over_max > 0:  # a lowered workersMax applies at once: drain the least busy
+            for worker in sorted(live, key=lambda w: (w.state == "ready", w.inflight))[:over_max]:
+                worker.state = "draining"
+                self._decide("scale in", f"{worker.id} above workersMax {self.record.scaling['workersMax']}")
+            live = [w for w in live if w.state in LIVE_STATES]
         idle_timeout = self.record.scaling["idleTimeout"]
         now = time.monotonic()
-        live = [w for w in current if w.state in LIVE_STATES]
-        surplus = len(live) - desired
         idle = sorted(
             (
                 w
@@ -228,7 +233,7 @@ class EndpointPool:
             ),
             key=lambda w: w.last_active,
         )
-        for worker in idle[: max(0, surplus)]:
+        for worker in idle[: max(0, len(live) - desired)]:
             worker.state = "draining"
             self._decide("scale in", f"{worker.id} idle for {idle_timeout}s; {desired} desired")
 
