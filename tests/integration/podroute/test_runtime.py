@@ -53,6 +53,8 @@ def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: R
         assert response.json() == {"text": "hi", "version": 1}
         assert response.headers["x-runpod-worker-id"].startswith("w-")
 
+        listed = run_cli(["deploy", "list"], project)
+        assert listed.returncode == 0 and f"lab/lab: {endpoint_id} {url}" in listed.stdout
         scaled = run_cli(
             ["scale", "lab", "--max", "3", "--scaler-value", "1", "--idle-timeout", "2"], project
         )
@@ -73,6 +75,8 @@ def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: R
         wait_for(lambda: not live_workers(runtime, endpoint_id), 20, "scale-in to zero")
         decisions = runtime.provider().status(endpoint_id).status["decisions"]
         assert any(d["action"] == "scale in" for d in decisions)
+        status = run_cli(["deploy", "status", "test"], project)
+        assert status.returncode == 0 and "desired 0" in status.stdout and "scale in:" in status.stdout
 
         # a worker killed mid-load: every idempotent request still succeeds
         with Load(client, lambda c: c.get("/slow", params={"seconds": 0.1}), threads=6) as load:
@@ -125,6 +129,17 @@ def test_gateway_follows_runpod(project: Path, tmp_path: Path) -> None:
 
         big = httpx.post(f"{url}/echo", headers=headers, content=b"x" * (30 * 1024 * 1024 + 1))
         assert big.status_code == 413
+
+        provider.scale(entry["id"], {"workersMin": 2, "workersMax": 2})
+        wait_for(
+            lambda: sum(w["state"] == "ready" for w in live_workers(runtime, entry["id"])) == 2, 30, "two"
+        )
+        chosen = live_workers(runtime, entry["id"])[1]["id"]
+        pinned = {
+            httpx.get(f"{url}/health", headers={**headers, "X-Runpod-Worker-Id": chosen}).json()["worker"]
+            for _ in range(8)
+        }
+        assert pinned == {chosen}
 
         provider.scale(entry["id"], {"executionTimeoutMs": 500})
         slow = httpx.get(f"{url}/slow", params={"seconds": 2}, headers=headers, timeout=10)
