@@ -19,6 +19,7 @@ from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
+from podroute.runpod_api import RunPodSettings
 from podroute.server import SERVERS, ServerError, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
@@ -111,6 +112,15 @@ def _build_parser() -> argparse.ArgumentParser:
     new = actions.add_parser("new", help="create an environment (a target to deploy to)")
     new.add_argument("env", help="environment name, e.g. production")
     new.add_argument(
+        "--provider",
+        choices=("local", "runpod"),
+        default="local",
+        help="local runtime (default) or RunPod (needs RUNPOD_API_KEY)",
+    )
+    new.add_argument(
+        "--runpod-api", choices=("rest", "graphql"), default="rest", help="RunPod API to use (rest)"
+    )
+    new.add_argument(
         "--runtime-url",
         default=os.environ.get("PODROUTE_RUNTIME_URL", "http://localhost:8800"),
         help="local runtime URL (env PODROUTE_RUNTIME_URL)",
@@ -125,6 +135,13 @@ def _build_parser() -> argparse.ArgumentParser:
     send.add_argument("env")
     send.add_argument("services", nargs="*", metavar="SERVICE", help="services to deploy (default: all)")
     send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health (300)")
+    send.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="SERVICE/RESOURCE=IMAGE",
+        help="RunPod: the pushed image of a resource's build (repeatable)",
+    )
     actions.add_parser("list", help="environments and their endpoints")
     status = actions.add_parser("status", help="workers and recent scaling decisions")
     status.add_argument("env")
@@ -234,6 +251,19 @@ def _deploy(args: argparse.Namespace) -> int:
                 f"environment {args.env!r} already exists; "
                 f"deploy to it with 'podroute deploy send {args.env}'"
             )
+        if args.provider == "runpod":
+            RunPodSettings.from_env()  # fails now, not at the first deploy, when there is no key
+            deployments.environments[args.env] = {
+                "provider": "runpod",
+                "api": args.runpod_api,
+                "endpoints": {},
+            }
+            deployments.save()
+            print(
+                f"environment {args.env!r} created (RunPod, {args.runpod_api} API); "
+                f"next: podroute deploy send {args.env} --image SERVICE/RESOURCE=IMAGE"
+            )
+            return 0
         token_file = args.token_file if args.token_file.is_absolute() else project / args.token_file
         deployments.environments[args.env] = {
             "provider": "local",
@@ -247,14 +277,19 @@ def _deploy(args: argparse.Namespace) -> int:
             f"next: podroute deploy send {args.env}"
         )
     elif args.action == "send":
-        deployments.environment(args.env)
+        images = deployments.environment(args.env).setdefault("images", {})
+        for item in args.image:
+            key, _, image = item.partition("=")
+            if not image:
+                raise DeployError(f"--image {item!r}: write SERVICE/RESOURCE=IMAGE")
+            images[key] = image
         builds = build_project(project, args.services, progress=_progress)
         for key, info in send(deployments, args.env, builds, args.timeout, _progress):
             print(f"{key}: healthy at {info.url}")
             print(f"  try: {_curl_example(args.env, key, info)}")
     elif args.action == "list":
         for name, environment in deployments.environments.items():
-            print(f"{name} ({environment['provider']} {environment['runtime_url']})")
+            print(f"{name} ({environment['provider']} {environment.get('runtime_url', 'RunPod')})")
             for key, entry in environment.get("endpoints", {}).items():
                 print(f"  {key}: {entry['id']} {entry['url']} build {entry.get('build', '?')[:12]}")
     elif args.action == "status":

@@ -169,8 +169,12 @@ class Deployments:
         os.replace(temporary, self.path)
 
 
-def provider_for(environment: dict[str, Any]) -> LocalRuntimeProvider:
+def provider_for(environment: dict[str, Any]) -> Provider:
     """The provider an environment was created with."""
+    if environment.get("provider") == "runpod":
+        from podroute.runpod import provider_from_environment  # imports this module
+
+        return provider_from_environment(environment)
     if environment.get("provider") != "local":
         raise DeployError(f"unknown provider {environment.get('provider')!r}")
     token = os.environ.get("PODROUTE_RUNTIME_TOKEN") or _read_token(Path(environment["token_file"]))
