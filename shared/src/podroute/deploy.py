@@ -33,7 +33,7 @@ class EndpointInfo:
     id: str
     url: str
     status: dict[str, Any] = field(default_factory=dict)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
 
 
 class Provider(Protocol):
@@ -229,6 +229,7 @@ def wait_until_healthy(
                 return status
         else:
             _ping_through_gateway(status, api_key, timeout=0.5)
+        time.sleep(getattr(provider, "poll_interval_s", 0.3))
     raise DeployError(f"the endpoint did not become healthy within {timeout_s:.0f}s")
 
 

@@ -185,6 +185,11 @@ class RunPodProvider:
     def __repr__(self) -> str:
         return f"RunPodProvider(api={self.settings.api!r})"
 
+    @property
+    def poll_interval_s(self) -> float:
+        """How often deploy polls status: RunPod's API is rate limited."""
+        return self.settings.poll_interval_s
+
     def close(self) -> None:
         """Release the HTTP connections."""
         self.api.close()
