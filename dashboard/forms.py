@@ -215,16 +215,17 @@ def _masked(row: EnvRow) -> EnvRow:
 def _field_of(problem: FieldProblem, known: Iterable[str]) -> list[str]:
     known = list(known)
     head = problem.field.split(".", 1)[0]
+    named = [name for name in known if re.search(rf"\b{re.escape(name)}\b", problem.message)]
     if head in known:
-        return [head]
-    return [name for name in known if re.search(rf"\b{re.escape(name)}\b", problem.message)]
+        return [head, *(name for name in named if name != head)]
+    return named
 
 
 def add_problems(form: EndpointForm, problems: Iterable[FieldProblem]) -> None:
     """Put the library's problems beside the fields they name; the rest above the form.
 
     A problem about several fields at once (like workersMin > workersMax, which the library
-    reports for the whole resource) is shown beside each field its message names.
+    reports on workersMax) is also shown beside every other field its message names.
     """
     known = [name for name in FIELD_LABELS if name not in DASHBOARD_FIELDS]
     for problem in problems:

@@ -18,7 +18,15 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from podroute.catalog import (
     CPU_DATA_CENTERS,
@@ -56,12 +64,20 @@ class ResourceConfigError(ValueError):
 def _problems_from(error: ValidationError) -> list[FieldProblem]:
     problems = []
     for item in error.errors(include_url=False):
-        field = ".".join(str(part) for part in item["loc"]) or "resource"
+        field = ".".join(str(part) for part in item["loc"]) or "config"
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = "unknown field; check the spelling (fields use Flash's camelCase names)"
         problems.append(FieldProblem(field, message))
     return problems
+
+
+def _check_worker_range(minimum: int, maximum: int) -> None:
+    if minimum > maximum:
+        raise ValueError(
+            f"workersMin ({minimum}) must not exceed workersMax ({maximum}): "
+            "lower workersMin or raise workersMax"
+        )
 
 
 class _LoadBalancerBase(BaseModel):
@@ -178,13 +194,17 @@ class _LoadBalancerBase(BaseModel):
             )
         return value
 
+    @field_validator("workersMax")
+    @classmethod
+    def _check_max_not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        minimum = info.data.get("workersMin")
+        if minimum is not None:
+            _check_worker_range(minimum, value)
+        return value
+
     @model_validator(mode="after")
-    def _check_worker_range(self) -> _LoadBalancerBase:
-        if self.workersMin > self.workersMax:
-            raise ValueError(
-                f"workersMin ({self.workersMin}) must not exceed workersMax ({self.workersMax}): "
-                "lower workersMin or raise workersMax"
-            )
+    def _check_worker_range_on_assignment(self) -> _LoadBalancerBase:
+        _check_worker_range(self.workersMin, self.workersMax)
         return self
 
     @property

@@ -53,7 +53,7 @@ def test_workers_min_above_max_names_both_fields_and_the_fix() -> None:
     with pytest.raises(ResourceConfigError) as error:
         LoadBalancerSlsResource(name="api", workersMin=3, workersMax=2)
     message = str(error.value)
-    assert "workersMin (3) must not exceed workersMax (2)" in message
+    assert "workersMin (3) must not exceed workersMax (2)" in problems(error)["workersMax"]
     assert "lower workersMin or raise workersMax" in message
 
 
