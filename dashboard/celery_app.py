@@ -36,6 +36,7 @@ def celery_config(settings: DashboardSettings) -> dict[str, Any]:
         "broker_url": settings.celery_broker_url,
         "result_backend": None,
         "task_ignore_result": True,
+        "task_default_queue": settings.celery_queue,
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
@@ -48,9 +49,7 @@ def celery_config(settings: DashboardSettings) -> dict[str, Any]:
         },
         "beat_schedule_filename": str(settings.data_dir / "celery-beat-schedule"),
     }
-    if settings.uses_embedded_broker:
-        config["broker_transport_options"] = {"polling_interval": 0.2}
-    else:
+    if not settings.uses_embedded_broker:
         # An unacknowledged message returns to the queue when its worker vanishes; the lease on
         # the row keeps a second delivery from doing the work twice.
         config["broker_transport_options"] = {"visibility_timeout": max(60, int(settings.lease_s * 2))}

@@ -108,6 +108,7 @@ class DashboardSettings:
     providers: tuple[tuple[str, str], ...] = ()
     broker_url: str = field(default="", repr=False)
     redis_url: str = field(default="", repr=False)
+    celery_queue: str = "dashboard"
     sync_interval_s: float = 10.0
     lease_s: float = 30.0
     deploy_timeout_s: float = 300.0
@@ -231,7 +232,8 @@ class DashboardSettings:
         Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
         runpod), PODROUTE_RUNTIME_URL (http://localhost:8800), PODROUTE_RUNTIME_TOKEN or
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
-        CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir),
+        CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
+        (dashboard),
         DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300).
         """
         env = os.environ if environ is None else environ
@@ -293,6 +295,7 @@ def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "runpod_api_key": env.get("RUNPOD_API_KEY", "").strip(),
         "broker_url": _text(env, "CELERY_BROKER_URL"),
         "redis_url": _text(env, "REDIS_URL"),
+        "celery_queue": _text(env, "DASHBOARD_CELERY_QUEUE", "dashboard"),
         "sync_interval_s": _float(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
         "lease_s": _float(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
         "deploy_timeout_s": _float(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
