@@ -78,16 +78,16 @@ async def import_lab(web) -> int:
     return int(re.search(r'href="/endpoints/(\d+)"', listing).group(1))
 
 
-async def poll(web, path: str, timeout: float = 90) -> str:
+async def poll(web, path: str, limit_s: float = 90) -> str:
     """GET an htmx widget until it answers 286 (its task ended); return its last HTML."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         response = await web.get(path, **{"HX-Request": "true"})
         if response.status_code == 286:
             return str(await response.get_data(as_text=True))
         assert response.status_code == 200, response.status_code
         await asyncio.sleep(0.3)
-    raise AssertionError(f"{path} still running after {timeout}s")
+    raise AssertionError(f"{path} still running after {limit_s}s")
 
 
 async def build(web, endpoint_id: int) -> str:
@@ -283,7 +283,7 @@ async def test_worker_killed_mid_deploy_is_redelivered_and_finishes_once(web, se
     second_worker = CeleryWorker(settings, tmp_path / "worker-2.log")
     try:
         second_worker.wait_ready()
-        panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production", timeout=90)
+        panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production", limit_s=90)
     finally:
         second_worker.stop()
     done = rows(settings)[-1]
