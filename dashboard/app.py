@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from werkzeug.exceptions import HTTPException
 
 from dashboard import PACKAGE_DIR, htmx
+from dashboard.celery_app import create_celery
 from dashboard.db import Sessions, create_engine, create_sessions, prepare_data_dir, require_current_schema
 from dashboard.discovery import DiscoveryCache
 from dashboard.models import User, as_utc
@@ -74,6 +75,7 @@ class DashboardState:
     assets: dict[str, VendorAsset]
     engine: AsyncEngine | None = None
     sessions: Sessions | None = field(default=None, repr=False)
+    celery: Any = field(default=None, repr=False)
 
 
 def state() -> DashboardState:
@@ -279,6 +281,7 @@ def create_app(settings: DashboardSettings | None = None) -> Quart:
         discovery=DiscoveryCache(settings.project_dir.resolve(), settings.discovery_timeout_s),
         assets={"htmx": htmx_asset()},
     )
+    dashboard.celery = create_celery(settings)
     app.extensions["dashboard"] = dashboard
     htmx.init_app(app)
     _register_lifecycle(app, dashboard)

@@ -10,7 +10,10 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import REPO_ROOT
 from dashboard.settings import DashboardSettings, async_database_url
@@ -108,9 +111,34 @@ async def require_current_schema(engine: AsyncEngine) -> None:
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite URL, or None for other databases and in-memory SQLite."""
-    from sqlalchemy.engine import make_url
-
     parsed = make_url(url)
     if not parsed.drivername.startswith("sqlite") or not parsed.database or parsed.database == ":memory:":
         return None
     return Path(parsed.database)
+
+
+SyncSessions = sessionmaker[Session]
+"""The session factory of the Celery worker (it runs plain functions, not coroutines)."""
+
+
+def sync_database_url(url: str) -> str:
+    """The URL with a blocking driver: `sqlite` stays, `postgresql` gets psycopg (version 3)."""
+    parsed = make_url(url)
+    drivers = {
+        "sqlite+aiosqlite": "sqlite",
+        "postgresql": "postgresql+psycopg",
+        "postgres": "postgresql+psycopg",
+        "postgresql+asyncpg": "postgresql+psycopg",
+    }
+    name = drivers.get(parsed.drivername)
+    if name is None:
+        return url
+    return parsed.set(drivername=name).render_as_string(hide_password=False)
+
+
+def create_sync_sessions(url: str) -> SyncSessions:
+    """A blocking engine's session factory for `url` (same SQLite pragmas as the web side)."""
+    engine = create_sync_engine(sync_database_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _enable_sqlite_pragmas)
+    return sessionmaker(engine, expire_on_commit=False)

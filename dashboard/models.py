@@ -33,10 +33,18 @@ IMAGE_MAX = 500
 ENV_KEY_MAX = 255
 ENV_VALUE_MAX = 32_768
 USERNAME_MAX = 64
+PATH_MAX = 1000
+LOG_LINES_KEPT = 200
+"""Log lines a build or deployment row keeps (the oldest are dropped)."""
 
 COMPUTE_KINDS = ("gpu", "cpu")
 DEPLOYMENT_STATUSES = ("queued", "deploying", "ready", "failed", "deleting", "deleted")
+DEPLOYMENT_ACTIVE = ("queued", "deploying", "deleting")
+"""Statuses of a deployment whose task has not finished."""
+DEPLOYMENT_ACTIONS = ("deploy", "rollback", "undeploy")
 BUILD_STATUSES = ("queued", "building", "succeeded", "failed")
+BUILD_ACTIVE = ("queued", "building")
+"""Statuses of a build whose task has not finished."""
 
 
 def utc_now() -> datetime:
@@ -151,7 +159,7 @@ class LoginAttempt(Base):
 
 
 class Build(Base):
-    """One build of an endpoint's service (filled by the build task of a later issue)."""
+    """One build of an endpoint's service, filled by the build task (`dashboard.tasks`)."""
 
     __tablename__ = "builds"
     __table_args__ = (CheckConstraint(f"status IN {BUILD_STATUSES!r}", name="build_status"),)
@@ -165,12 +173,24 @@ class Build(Base):
     created_by: Mapped[str] = mapped_column(String(USERNAME_MAX), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    directory: Mapped[str] = mapped_column(String(PATH_MAX), default="")
+    log: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="builds", lazy="raise")
 
+    @property
+    def active(self) -> bool:
+        """True while the build task has not finished."""
+        return self.status in BUILD_ACTIVE
+
 
 class Deployment(Base):
-    """One deployment attempt of an endpoint; its `status` is the endpoint's status in the list."""
+    """One operation on an endpoint in one environment: a deploy, a rollback or an undeploy.
+
+    The row is the task's whole state: `step` says how far it got, `external_id`/`api_key` what the
+    provider made, `lease_until` which worker holds it. A redelivered task resumes from there.
+    `api_key` is a secret: never rendered unless the user asks to reveal it, never logged.
+    """
 
     __tablename__ = "deployments"
     __table_args__ = (CheckConstraint(f"status IN {DEPLOYMENT_STATUSES!r}", name="deployment_status"),)
@@ -186,5 +206,27 @@ class Deployment(Base):
     created_by: Mapped[str] = mapped_column(String(USERNAME_MAX), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    environment: Mapped[str] = mapped_column(String(32), default="production", index=True)
+    action: Mapped[str] = mapped_column(String(16), default="deploy")
+    step: Mapped[str] = mapped_column(String(32), default="")
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    log: Mapped[list[str]] = mapped_column(JSON, default=list)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    api_key: Mapped[str] = mapped_column(Text, default="")
+    rollback_of_id: Mapped[int | None] = mapped_column(
+        ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str] = mapped_column(String(64), default="")
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    observed: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    synced_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="deployments", lazy="raise")
+    build: Mapped[Build | None] = relationship(lazy="raise")
+
+    @property
+    def active(self) -> bool:
+        """True while the task has not finished."""
+        return self.status in DEPLOYMENT_ACTIVE

@@ -10,7 +10,16 @@ from sqlalchemy import delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from dashboard.models import AuditEvent, Deployment, Endpoint, LoginAttempt, User, utc_now
+from dashboard.models import (
+    DEPLOYMENT_ACTIVE,
+    AuditEvent,
+    Build,
+    Deployment,
+    Endpoint,
+    LoginAttempt,
+    User,
+    utc_now,
+)
 
 NOT_DEPLOYED = "not deployed"
 """The status of an endpoint that has never been deployed."""
@@ -188,3 +197,67 @@ async def count_login_failures(
 async def prune_login_attempts(session: AsyncSession, older_than: timedelta) -> None:
     """Forget login attempts older than the rate-limit window."""
     await session.execute(delete(LoginAttempt).where(LoginAttempt.at < utc_now() - older_than))
+
+
+async def latest_build(session: AsyncSession, endpoint_id: int, *, succeeded: bool = False) -> Build | None:
+    """The endpoint's newest build (only successful ones with `succeeded=True`), or None."""
+    query = select(Build).where(Build.endpoint_id == endpoint_id).order_by(Build.id.desc()).limit(1)
+    if succeeded:
+        query = query.where(Build.status == "succeeded")
+    return await session.scalar(query)
+
+
+async def get_build(session: AsyncSession, build_id: int) -> Build | None:
+    """The build with this id, or None."""
+    return await session.get(Build, build_id)
+
+
+async def get_deployment(session: AsyncSession, deployment_id: int) -> Deployment | None:
+    """The deployment with this id (its build loaded), or None."""
+    return await session.scalar(
+        select(Deployment).where(Deployment.id == deployment_id).options(selectinload(Deployment.build))
+    )
+
+
+async def list_deployments(
+    session: AsyncSession, endpoint_id: int, environment: str, limit: int = 20
+) -> list[Deployment]:
+    """An environment's deployments of an endpoint, newest first (builds loaded)."""
+    query = (
+        select(Deployment)
+        .where(Deployment.endpoint_id == endpoint_id, Deployment.environment == environment)
+        .options(selectinload(Deployment.build))
+        .order_by(Deployment.id.desc())
+        .limit(limit)
+    )
+    return list(await session.scalars(query))
+
+
+async def active_deployment(session: AsyncSession, endpoint_id: int, environment: str) -> Deployment | None:
+    """The environment's deployment whose task has not finished, or None."""
+    return await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.endpoint_id == endpoint_id,
+            Deployment.environment == environment,
+            Deployment.status.in_(DEPLOYMENT_ACTIVE),
+        )
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    )
+
+
+async def current_deployment(session: AsyncSession, endpoint_id: int, environment: str) -> Deployment | None:
+    """The deployment serving the environment now (the newest ready or undeployed row, if ready)."""
+    row = await session.scalar(
+        select(Deployment)
+        .where(
+            Deployment.endpoint_id == endpoint_id,
+            Deployment.environment == environment,
+            Deployment.status.in_(("ready", "deleted")),
+        )
+        .options(selectinload(Deployment.build))
+        .order_by(Deployment.id.desc())
+        .limit(1)
+    )
+    return row if row is not None and row.status == "ready" else None

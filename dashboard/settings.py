@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.engine import make_url
 
@@ -23,6 +24,12 @@ KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "change-me", "sec
 MIN_SECRET_LENGTH = 32
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 DEFAULT_TRY_IT_BASE_URL = "http://localhost:8888/{service}"
+DEFAULT_ENVIRONMENTS = ("production", "staging")
+"""The environments every endpoint can be deployed to (`DASHBOARD_ENVIRONMENTS` changes them)."""
+DEFAULT_RUNTIME_URL = "http://localhost:8800"
+"""The local runtime `podroute runtime` started with its defaults."""
+PROVIDERS = ("local", "runpod")
+_ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 """Where the try-it panel sends requests: the local dev server, with the service's prefix."""
 
 
@@ -93,6 +100,18 @@ class DashboardSettings:
     login_window_s: int = 300
     session_lifetime_s: int = 8 * 3600
     discovery_timeout_s: float = 30.0
+    environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
+    runtime_url: str = DEFAULT_RUNTIME_URL
+    runtime_token: str = field(default="", repr=False)
+    runtime_token_file: Path | None = None
+    runpod_api_key: str = field(default="", repr=False)
+    providers: tuple[tuple[str, str], ...] = ()
+    broker_url: str = field(default="", repr=False)
+    redis_url: str = field(default="", repr=False)
+    celery_queue: str = "dashboard"
+    sync_interval_s: float = 10.0
+    lease_s: float = 30.0
+    deploy_timeout_s: float = 300.0
 
     def __post_init__(self) -> None:
         if self.environment not in ("development", "production"):
@@ -101,6 +120,50 @@ class DashboardSettings:
             raise SettingsError(f"LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"DASHBOARD_PORT={self.port} is not a TCP port (0-65535)")
+        for name in self.environments:
+            if not _ENVIRONMENT_NAME.match(name):
+                raise SettingsError(
+                    f"DASHBOARD_ENVIRONMENTS: {name!r} is not a valid environment name "
+                    "(lowercase letters, digits and '-', starting with a letter, at most 32)"
+                )
+        if not self.environments:
+            raise SettingsError("DASHBOARD_ENVIRONMENTS is empty; name at least one, e.g. 'production'")
+        for environment, provider in self.providers:
+            if provider not in PROVIDERS:
+                raise SettingsError(
+                    f"DASHBOARD_PROVIDER_{environment.upper().replace('-', '_')}={provider!r} "
+                    f"must be one of {', '.join(PROVIDERS)}"
+                )
+
+    def provider_of(self, environment: str) -> str:
+        """'local' or 'runpod': an explicit DASHBOARD_PROVIDER_<ENV>, else RunPod when an API key is
+        set, else the local runtime."""
+        chosen = dict(self.providers).get(environment)
+        if chosen:
+            return chosen
+        return "runpod" if self.runpod_api_key else "local"
+
+    @property
+    def builds_dir(self) -> Path:
+        """Where the build task writes artifacts (`<data dir>/builds`)."""
+        return self.data_dir / "builds"
+
+    @property
+    def token_file(self) -> Path:
+        """The local runtime's token file (`<project>/.podroute/runtime/token` unless configured)."""
+        return self.runtime_token_file or self.project_dir / ".podroute" / "runtime" / "token"
+
+    @property
+    def celery_broker_url(self) -> str:
+        """`CELERY_BROKER_URL`, else `REDIS_URL`, else a SQLite file in the data dir (no server)."""
+        return (
+            self.broker_url or self.redis_url or f"sqla+sqlite:///{self.data_dir / 'celery-broker.sqlite3'}"
+        )
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        """True when Celery's broker is the SQLite file in the data dir."""
+        return self.celery_broker_url.startswith("sqla+sqlite:")
 
     def check_secret_key(self) -> None:
         """Raise `SettingsError` in production unless the secret key is set, long and not a default.
@@ -165,6 +228,13 @@ class DashboardSettings:
         DASHBOARD_TRY_IT_URL (http://localhost:8888/{service}), DASHBOARD_TRY_IT_HOSTS (extra hosts
         the try-it panel may call besides loopback; '*' for any), DASHBOARD_SECURE_COOKIES,
         DASHBOARD_LOGIN_MAX_FAILURES (5), DASHBOARD_LOGIN_WINDOW_S (300), LOG_LEVEL (INFO).
+
+        Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
+        runpod), PODROUTE_RUNTIME_URL (http://localhost:8800), PODROUTE_RUNTIME_TOKEN or
+        PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
+        CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
+        (dashboard),
+        DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300).
         """
         env = os.environ if environ is None else environ
         hosts = tuple(
@@ -186,4 +256,47 @@ class DashboardSettings:
             secure_cookies=_bool(env, "DASHBOARD_SECURE_COOKIES"),
             login_max_failures=_int(env, "DASHBOARD_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
             login_window_s=_int(env, "DASHBOARD_LOGIN_WINDOW_S", 300, minimum=1, maximum=86400),
+            **_deploy_settings(env),
         )
+
+
+def _float(environ: Mapping[str, str], key: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{key}={value:g} must be between {minimum:g} and {maximum:g}")
+    return value
+
+
+def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    environments = (
+        tuple(
+            name.strip().lower() for name in env.get("DASHBOARD_ENVIRONMENTS", "").split(",") if name.strip()
+        )
+        or DEFAULT_ENVIRONMENTS
+    )
+    providers = tuple(
+        (name, _text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}").lower())
+        for name in environments
+        if _text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}")
+    )
+    token_file = _text(env, "PODROUTE_RUNTIME_TOKEN_FILE")
+    return {
+        "environments": environments,
+        "providers": providers,
+        "runtime_url": _text(env, "PODROUTE_RUNTIME_URL", DEFAULT_RUNTIME_URL).rstrip("/"),
+        "runtime_token": env.get("PODROUTE_RUNTIME_TOKEN", "").strip(),
+        "runtime_token_file": Path(token_file).expanduser() if token_file else None,
+        "runpod_api_key": env.get("RUNPOD_API_KEY", "").strip(),
+        "broker_url": _text(env, "CELERY_BROKER_URL"),
+        "redis_url": _text(env, "REDIS_URL"),
+        "celery_queue": _text(env, "DASHBOARD_CELERY_QUEUE", "dashboard"),
+        "sync_interval_s": _float(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
+        "lease_s": _float(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
+        "deploy_timeout_s": _float(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
+    }

@@ -1,4 +1,7 @@
-"""Run the local stack for `nox -s dev`: dev server, local runtime and dashboard, together.
+"""Run the local stack for `nox -s dev`: dev server, local runtime, dashboard and Celery worker.
+
+The Celery worker uses the embedded broker (a SQLite file in .podroute/), so no Redis or other
+server is needed; it also runs beat (`-B`) for the periodic status sync.
 
 Each part is its own process; their output is prefixed with the part's name. Ctrl-C (or SIGTERM)
 stops them all; if one exits on its own, the others are stopped too and its status is returned.
@@ -31,6 +34,25 @@ PARTS: list[tuple[str, list[str], str]] = [
         "http://localhost:8800 (local runtime gateway)",
     ),
     ("dashboard", [sys.executable, "-m", "dashboard"], "http://localhost:8080 (user admin / podroute-dev)"),
+    (
+        "celery",
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "dashboard.worker",
+            "worker",
+            "-B",
+            "--loglevel",
+            "INFO",
+            "--concurrency",
+            "2",
+            "--schedule",
+            str(DATA / "celery-beat-schedule"),
+        ],
+        "Celery worker + beat (broker: .podroute/celery-broker.sqlite3 unless REDIS_URL is set)",
+    ),
 ]
 
 
@@ -78,9 +100,14 @@ def main() -> int:
                 status = process.returncode or 1
                 stopping.set()
         time.sleep(0.2)
-    for _, process in processes:
+    for name, process in processes:
         if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
+            # Celery's main process stops its own pool children (warm shutdown); the others get
+            # SIGTERM for their whole process group.
+            if name == "celery":
+                os.kill(process.pid, signal.SIGTERM)
+            else:
+                os.killpg(process.pid, signal.SIGTERM)
     for _, process in processes:
         try:
             process.wait(timeout=20)

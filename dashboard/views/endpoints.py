@@ -29,6 +29,7 @@ from dashboard.queries import (
     list_endpoints,
 )
 from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
+from dashboard.views.deployments import deploy_context
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 
 logger = logging.getLogger("dashboard.endpoints")
@@ -234,6 +235,7 @@ async def _detail_context(endpoint: Endpoint, route_index: int = 0) -> dict[str,
         "methods": HTTP_METHODS,
         "result": None,
         "try_error": None,
+        **await deploy_context(endpoint),
     }
 
 

@@ -1,0 +1,251 @@
+"""The web side of builds and deployments: write the intent (a row) and its audit event.
+
+Each function takes the session first and flushes; the view commits and only then enqueues the
+task, so a worker never looks for a row that is not there yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from dashboard.configs import ConfigState, describe_changes, resource_of, state_of
+from dashboard.forms import INT_MAX
+from dashboard.models import Build, Deployment, Endpoint, User, utc_now
+from dashboard.queries import (
+    active_deployment,
+    add_audit_event,
+    current_deployment,
+    latest_build,
+)
+from podroute.resources import FieldProblem, ResourceConfigError
+
+SCALING_FIELDS: dict[str, str] = {
+    "workersMin": "workers_min",
+    "workersMax": "workers_max",
+    "idleTimeout": "idle_timeout",
+    "scalerValue": "scaler_value",
+}
+"""The scaling controls: Flash field -> Endpoint column."""
+
+
+class ReleaseConflictError(RuntimeError):
+    """The operation cannot start now (another is running, nothing is built, ...); says what to do."""
+
+
+def config_snapshot(endpoint: Endpoint) -> dict[str, Any]:
+    """What a deployment deploys: the config fields, the env (secret values included: never shown)."""
+    state = state_of(endpoint)
+    return {
+        "fields": state.fields,
+        "env": {key: value for key, (value, _secret) in state.env.items()},
+        "secrets": sorted(key for key, (_value, secret) in state.env.items() if secret),
+    }
+
+
+def _state(config: dict[str, Any]) -> ConfigState:
+    secrets = set(config.get("secrets", []))
+    return ConfigState(
+        dict(config.get("fields", {})),
+        {key: (value, key in secrets) for key, value in config.get("env", {}).items()},
+    )
+
+
+def release_diff(release: Deployment, current: Deployment) -> dict[str, list[Any]]:
+    """Field -> [in `release`, in `current`] for config and build; secrets appear only as '***'."""
+    changes = describe_changes(_state(release.config), _state(current.config))
+    old_hash = release.build.artifact_hash if release.build else ""
+    new_hash = current.build.artifact_hash if current.build else ""
+    if old_hash != new_hash:
+        changes = {"build": [old_hash[:12] or None, new_hash[:12] or None], **changes}
+    return changes
+
+
+async def _refuse_if_busy(session: AsyncSession, endpoint: Endpoint, environment: str) -> None:
+    running = await active_deployment(session, endpoint.id, environment)
+    if running is not None:
+        raise ReleaseConflictError(
+            f"{running.action} #{running.id} is still running in {environment}; wait for it to finish"
+        )
+
+
+async def queue_build(session: AsyncSession, user: User, endpoint: Endpoint) -> Build:
+    """A queued build of the endpoint's service (refused while one is already running)."""
+    newest = await latest_build(session, endpoint.id)
+    if newest is not None and newest.active:
+        raise ReleaseConflictError(f"build #{newest.id} is still running; wait for it to finish")
+    if not endpoint.service or not endpoint.resource:
+        raise ReleaseConflictError(
+            "this endpoint is not linked to code: import it from code, or fill Service and "
+            "Resource in code on the edit form"
+        )
+    build = Build(endpoint_id=endpoint.id, status="queued", created_by=user.username, log=["queued"])
+    session.add(build)
+    await session.flush()
+    await add_audit_event(session, user, "build", endpoint, {"build": [None, build.id]})
+    return build
+
+
+async def queue_deploy(
+    session: AsyncSession, user: User, endpoint: Endpoint, environment: str, provider: str
+) -> Deployment:
+    """A queued deployment of the newest successful build with the endpoint's current config."""
+    await _refuse_if_busy(session, endpoint, environment)
+    build = await latest_build(session, endpoint.id, succeeded=True)
+    if build is None:
+        raise ReleaseConflictError("there is no successful build yet: press Build first")
+    deployment = Deployment(
+        endpoint_id=endpoint.id,
+        build_id=build.id,
+        environment=environment,
+        provider=provider,
+        action="deploy",
+        status="queued",
+        step="queued",
+        config=config_snapshot(endpoint),
+        created_by=user.username,
+        log=[f"queued: build {build.artifact_hash[:12]} to {environment} ({provider})"],
+    )
+    session.add(deployment)
+    await session.flush()
+    await add_audit_event(
+        session, user, "deploy", endpoint, {"environment": [None, environment], "build": [None, build.id]}
+    )
+    return deployment
+
+
+async def queue_rollback(
+    session: AsyncSession, user: User, endpoint: Endpoint, target: Deployment
+) -> Deployment:
+    """A queued rollback to `target`'s build and environment (scaling stays as it is now)."""
+    environment = target.environment
+    await _refuse_if_busy(session, endpoint, environment)
+    current = await current_deployment(session, endpoint.id, environment)
+    if current is None:
+        raise ReleaseConflictError(f"nothing is deployed in {environment}: deploy first")
+    if target.build_id is None or target.action == "undeploy" or target.status != "ready":
+        raise ReleaseConflictError(f"deployment #{target.id} cannot be rolled back to")
+    if target.id == current.id:
+        raise ReleaseConflictError(f"deployment #{target.id} is already serving {environment}")
+    fields = {**target.config.get("fields", {})}
+    fields.update({flash: getattr(endpoint, column) for flash, column in SCALING_FIELDS.items()})
+    deployment = Deployment(
+        endpoint_id=endpoint.id,
+        build_id=target.build_id,
+        environment=environment,
+        provider=current.provider,
+        action="rollback",
+        status="queued",
+        step="queued",
+        rollback_of_id=target.id,
+        config={**target.config, "fields": fields},
+        created_by=user.username,
+        log=[f"queued: roll {environment} back to deployment #{target.id}"],
+    )
+    session.add(deployment)
+    await session.flush()
+    await add_audit_event(
+        session,
+        user,
+        "rollback",
+        endpoint,
+        {"environment": [None, environment], "to": [current.id, target.id]},
+    )
+    return deployment
+
+
+async def queue_undeploy(
+    session: AsyncSession, user: User, endpoint: Endpoint, environment: str
+) -> Deployment:
+    """A queued undeploy of whatever serves the environment."""
+    await _refuse_if_busy(session, endpoint, environment)
+    current = await current_deployment(session, endpoint.id, environment)
+    if current is None:
+        raise ReleaseConflictError(f"nothing is deployed in {environment}")
+    deployment = Deployment(
+        endpoint_id=endpoint.id,
+        build_id=current.build_id,
+        environment=environment,
+        provider=current.provider,
+        action="undeploy",
+        status="deleting",
+        step="queued",
+        external_id=current.external_id,
+        url=current.url,
+        config=current.config,
+        created_by=user.username,
+        log=[f"queued: delete endpoint {current.external_id}"],
+    )
+    session.add(deployment)
+    await session.flush()
+    await add_audit_event(session, user, "undeploy", endpoint, {"environment": [environment, None]})
+    return deployment
+
+
+@dataclass
+class ScalingForm:
+    """The scaling controls as typed, with errors beside each field."""
+
+    values: dict[str, str]
+    errors: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, endpoint: Endpoint) -> ScalingForm:
+        """The form showing the endpoint's stored scaling."""
+        return cls({flash: str(getattr(endpoint, column)) for flash, column in SCALING_FIELDS.items()}, {})
+
+
+def parse_scaling(endpoint: Endpoint, data: Any) -> tuple[ScalingForm, dict[str, int] | None]:
+    """Read the scaling form; validate the endpoint's whole config with it (podroute's rules)."""
+    form = ScalingForm({flash: str(data.get(flash, "")).strip()[:12] for flash in SCALING_FIELDS}, {})
+    wanted: dict[str, int] = {}
+    for flash, text in form.values.items():
+        try:
+            wanted[flash] = int(text)
+        except ValueError:
+            form.errors.setdefault(flash, []).append("enter a whole number")
+            continue
+        if not 0 <= wanted[flash] <= INT_MAX:
+            form.errors.setdefault(flash, []).append(f"must be between 0 and {INT_MAX}")
+    if form.errors:
+        return form, None
+    before = {column: getattr(endpoint, column) for column in SCALING_FIELDS.values()}
+    try:
+        for flash, column in SCALING_FIELDS.items():
+            setattr(endpoint, column, wanted[flash])
+        resource_of(endpoint)
+    except ResourceConfigError as error:
+        _add_problems(form, error.problems)
+        return form, None
+    finally:
+        for column, value in before.items():
+            setattr(endpoint, column, value)
+    return form, wanted
+
+
+def _add_problems(form: ScalingForm, problems: list[FieldProblem]) -> None:
+    for problem in problems:
+        named = [flash for flash in SCALING_FIELDS if flash in problem.field or flash in problem.message]
+        for flash in named or ["workersMax"]:
+            form.errors.setdefault(flash, []).append(problem.message)
+
+
+async def apply_scaling(
+    session: AsyncSession, user: User, endpoint: Endpoint, wanted: dict[str, int]
+) -> dict[str, list[Any]]:
+    """Store validated scaling on the endpoint and audit it; returns the changes."""
+    changes = {
+        flash: [getattr(endpoint, column), wanted[flash]]
+        for flash, column in SCALING_FIELDS.items()
+        if getattr(endpoint, column) != wanted[flash]
+    }
+    if changes:
+        for flash, column in SCALING_FIELDS.items():
+            setattr(endpoint, column, wanted[flash])
+        endpoint.version += 1
+        endpoint.updated_at = utc_now()
+        await session.flush()
+        await add_audit_event(session, user, "scale", endpoint, changes)
+    return changes

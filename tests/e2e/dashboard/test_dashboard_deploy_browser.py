@@ -1,0 +1,212 @@
+"""Deploying from the dashboard in real Chromium: a live dashboard, a real Celery worker (embedded
+broker) and a real local runtime. Log in, import, build, deploy, call a route, scale under load,
+roll back, undeploy."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dashboard.settings import DashboardSettings
+from tests.integration.dashboard.celery_support import CeleryWorker, worker_env
+from tests.runtime_support import Runtime, make_lab_project, runtime_process
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[3]
+ADMIN_PASSWORD = "e2e-admin-password"
+_RUNNING = re.compile(r"Running on (http://[\d.]+:\d+)")
+
+
+def _start(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    handle = log.open("wb")
+    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = _RUNNING.search(log.read_text(errors="replace"))
+        if found:
+            return process, found.group(1)
+        if process.poll() is not None:
+            break
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"{args} did not start:\n{log.read_text(errors='replace')}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Runtime, dashboard and Celery worker sharing one data dir; yields their addresses."""
+    base = tmp_path_factory.mktemp("deploy-e2e")
+    project = make_lab_project(base / "project")
+    data = base / "data"
+    data.mkdir()
+    with runtime_process(base / "runtime") as runtime:
+        settings = DashboardSettings(
+            data_dir=data,
+            project_dir=project,
+            runtime_url=runtime.url,
+            runtime_token_file=runtime.data_dir / "token",
+            sync_interval_s=0.5,
+            lease_s=5.0,
+            deploy_timeout_s=60.0,
+        )
+        env = worker_env(settings)
+        env.update(
+            DASHBOARD_ENV="production",
+            DASHBOARD_SECRET_KEY="e2e-secret-key-long-enough-for-production-use",
+            DASHBOARD_SECURE_COOKIES="0",
+            DASHBOARD_HOST="127.0.0.1",
+            DASHBOARD_PORT="0",
+            DASHBOARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        )
+        subprocess.run(
+            [sys.executable, "-m", "dashboard", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
+        )
+        dashboard, url = _start([sys.executable, "-m", "dashboard"], env, data / "dashboard.log")
+        worker = CeleryWorker(settings, data / "worker.log")
+        try:
+            worker.wait_ready()
+            yield {"url": url, "runtime": runtime, "project": project}
+        finally:
+            worker.stop()
+            _stop(dashboard)
+
+
+def _load(url: str, key: str, stop: threading.Event) -> None:
+    with httpx.Client(timeout=60) as client:
+        while not stop.is_set():
+            client.get(f"{url}/slow", params={"seconds": 1.5}, headers={"Authorization": f"Bearer {key}"})
+
+
+def _wait_for_version(url: str, key: str, version: int) -> None:
+    """Old-release workers drain after a rollout; wait until the gateway serves `version`."""
+    deadline = time.monotonic() + 30
+    seen = None
+    while time.monotonic() < deadline:
+        seen = httpx.get(f"{url}/health", headers={"Authorization": f"Bearer {key}"}, timeout=30).json()
+        if seen["version"] == version:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"the endpoint still serves {seen} instead of version {version}")
+
+
+def _log_in(page: Any) -> None:
+    page.goto("/endpoints")
+    page.fill("input[name=username]", "admin")
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("button:has-text('Log in')")
+    page.wait_for_url(re.compile(r"/endpoints$"))
+
+
+def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack, artifacts):
+    from playwright.sync_api import expect
+
+    runtime: Runtime = stack["runtime"]
+    context = browser.new_context(base_url=stack["url"], viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_default_timeout(60_000)
+    _log_in(page)
+
+    page.click("nav >> text=Import from code")
+    page.click("button:has-text('Import selected')")
+    page.click("#endpoint-rows >> text=lab")
+    page.click("#build-panel button:has-text('Build')")
+    expect(page.locator("[data-build-status]")).to_have_attribute(
+        "data-build-status", "succeeded", timeout=60_000
+    )
+
+    production = page.locator("#env-production")
+    production.locator("button:has-text('Deploy to production')").click()
+    expect(production.locator(".deployment-status")).to_have_text("ready", timeout=60_000)
+    endpoint_url = production.locator("code.endpoint-url").inner_text()
+    assert "Bearer $PODROUTE_API_KEY" in production.locator("pre.snippet").first.inner_text()
+
+    production.locator("button:has-text('Reveal API key')").click()
+    key = production.locator("code.api-key").inner_text()
+    assert key.startswith("prk_")
+
+    # Call a route through the try-it panel with the revealed key.
+    page.fill("#try-it input[name=base_url]", endpoint_url)
+    page.fill("#try-it input[name=path]", "/health")
+    page.select_option("#try-it select[name=method]", "GET")
+    page.fill("#try-it input[name=token]", key)
+    page.fill("#try-it textarea[name=body]", "")
+    page.click("button:has-text('Send request')")
+    expect(page.locator("#try-result")).to_contain_text("200 OK")
+    expect(page.locator("#try-result pre.body")).to_contain_text('"status": "healthy"')
+
+    # workersMax 2 (the code says 3) with one request per worker: under load, the count follows.
+    assert page.locator("#scaling input[name=workersMax]").input_value() == "3"
+    page.fill("#scaling input[name=workersMax]", "2")
+    page.fill("#scaling input[name=scalerValue]", "1")
+    page.click("#scaling button:has-text('Apply scaling')")
+    expect(page.locator(".scaling-saved")).to_be_visible()
+    expect(production.locator(".workers")).to_contain_text("workersMax=2")  # live, not just stored
+    stop = threading.Event()
+    loaders = [threading.Thread(target=_load, args=(endpoint_url, key, stop)) for _ in range(3)]
+    for thread in loaders:
+        thread.start()
+    try:
+        expect(production.locator(".worker-count")).to_have_text("2", timeout=60_000)
+    finally:
+        stop.set()
+        for thread in loaders:
+            thread.join(60)
+    page.screenshot(path=str(artifacts / "deploy-scaled.png"), full_page=True)
+    assert (
+        runtime.provider()
+        .status(production.get_attribute("data-external-id") or "")
+        .status["scaling"]["workersMax"]
+        == 2
+    )
+
+    # A second release, then one-click rollback to the first (no rebuild).
+    endpoint_py = stack["project"] / "services" / "lab" / "endpoint.py"
+    endpoint_py.write_text(endpoint_py.read_text().replace("VERSION = 1", "VERSION = 2"))
+    page.click("#build-panel button:has-text('Build')")
+    expect(page.locator("[data-build-status]")).to_have_text("build #2 succeeded", timeout=60_000)
+    production.locator("button:has-text('Deploy to production')").click()
+    expect(production.locator(".deployment-status")).to_have_text("ready", timeout=60_000)
+    _wait_for_version(endpoint_url, key, 2)
+    production.locator("a:has-text('Diff')").first.click()
+    expect(production.locator(".diff-view")).to_contain_text("build")
+    production.locator("button:has-text('Roll back to')").click()
+    expect(production.locator(".deployment-status")).to_have_text("ready", timeout=60_000)
+    expect(production.locator(".status-panel")).to_contain_text("rollback")
+    _wait_for_version(endpoint_url, key, 1)
+
+    # Undeploy asks first and leaves nothing running.
+    production.locator("a:has-text('Undeploy')").click()
+    page.click("button:has-text('Undeploy from production')")
+    expect(page.locator("#env-production .deployment-status")).to_have_text("deleted", timeout=60_000)
+    assert runtime.provider()._call("GET", "/endpoints")["endpoints"] == []
+    page.screenshot(path=str(artifacts / "deploy-undeployed.png"), full_page=True)
+    context.close()
+    assert errors == []
+    assert os.path.getsize(artifacts / "deploy-scaled.png") > 10_000
+
+
+def test_the_worker_needs_no_redis(stack):
+    log = Path(stack["project"]).parent / "data" / "worker.log"
+    assert "Connected to sqla+sqlite:///" in log.read_text() and "redis://" not in log.read_text()
