@@ -82,6 +82,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def dev(session: nox.Session) -> None:
-    """Run the local stack: dev server (8888), local runtime (8800), dashboard (8080) and its Celery worker."""
+    """Run the local stack: dev server (8888), runtime (8800), dashboard (8080) and its Celery worker."""
     _install_project(session)
     session.run("python", "tools/devstack.py", *session.posargs)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import podroute
-from podroute.discovery import DiscoveryError, import_routes, prepare_imports, services_folder
+from podroute.discovery import DiscoveryError, import_routes, isolated_imports, services_folder
 from podroute.registry import Registry, ResourceEntry
 
 MANIFEST_NAME = "podroute-manifest.json"
@@ -230,10 +230,10 @@ def build_service(project: Path, service: str, out: Path, progress: Progress = p
         progress(f"{service}: unchanged, using cached build {fingerprint[:12]}")
         return cached
     progress(f"{service}: importing routes")
-    prepare_imports(project)
     module = _service_module(project, service_dir)
     registry = Registry()
-    import_routes(module, registry)
+    with isolated_imports(project):
+        import_routes(module, registry)
     entries = list(registry)
     if not entries:
         raise BuildError(f"{service}: {module} declares no resources; add @remote routes")

@@ -7,10 +7,12 @@ project's `pyproject.toml`); each sub-package is one service, and its routes are
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
 import tomllib
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -119,6 +121,29 @@ def prepare_imports(project: Path) -> str:
     package = ".".join(folder.relative_to(project).parts)
     _forget_modules_from_elsewhere(package, project)
     return package
+
+
+@contextlib.contextmanager
+def isolated_imports(project: Path) -> Iterator[str]:
+    """Import from `project` inside the block, then put sys.path and sys.modules back as they were.
+
+    For one-shot reads of a project's routes (a build) from a process that may import another
+    project's package of the same name before or after. Yields the services package name.
+    """
+    saved_path = list(sys.path)
+    package = ".".join(services_folder(project).relative_to(project).parts)
+
+    def ours(name: str) -> bool:
+        return name == package or name.startswith(package + ".")
+
+    saved_modules = {name: module for name, module in sys.modules.items() if ours(name)}
+    try:
+        yield prepare_imports(project)
+    finally:
+        sys.path[:] = saved_path
+        for name in [name for name in sys.modules if ours(name)]:
+            del sys.modules[name]
+        sys.modules.update(saved_modules)
 
 
 def discover_services(project: Path, registry: Registry) -> list[Service]:

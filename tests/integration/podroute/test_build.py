@@ -96,3 +96,16 @@ def test_clear_errors(project: Path, tmp_path: Path) -> None:
     )
     duplicate = run_cli(["build"], project)
     assert duplicate.returncode == 2 and "GET /health is already declared by health" in duplicate.stderr
+
+
+def test_building_another_project_leaves_this_process_as_it_was(project: Path, tmp_path: Path) -> None:
+    import importlib
+    import sys
+
+    import services.cpu.endpoint as own_cpu
+
+    path_before = list(sys.path)
+    build_project(project, out=tmp_path / "out", progress=lambda _: None)
+    assert sys.path == path_before
+    assert importlib.import_module("services.cpu.endpoint") is own_cpu
+    assert "services.lab" not in sys.modules
