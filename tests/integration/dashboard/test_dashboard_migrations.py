@@ -89,13 +89,13 @@ async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_s
     settings = make_settings(tmp_path, demo_project)
     await _alembic(settings.url, "upgrade", "0001")
     app = create_app(settings)
-    with pytest.raises(LifespanError, match=r"newest migration 0003\): run `python -m dashboard migrate`"):
+    with pytest.raises(LifespanError, match=r"newest migration 0004\): run `python -m dashboard migrate`"):
         async with app.test_app():
             pass
     engine = create_engine(settings.url)
     status = await schema_status(engine)
     await engine.dispose()
-    assert status.current == ("0001",) and status.heads == head_revisions() == ("0003",)
+    assert status.current == ("0001",) and status.heads == head_revisions() == ("0004",)
 
 
 async def test_app_refuses_an_empty_database(tmp_path, demo_project, make_settings):
