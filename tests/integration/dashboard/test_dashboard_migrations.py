@@ -73,16 +73,24 @@ async def test_each_revision_steps_down_and_up(database_url):
     assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
     await _alembic(database_url, "upgrade", "head")
     await _alembic(database_url, "downgrade", "-1")
+    assert "image" not in await _inspect(database_url, _build_columns)
+    assert "lease_until" in await _inspect(database_url, _deployment_columns)
+    await _alembic(database_url, "downgrade", "-1")
     assert "lease_until" not in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
     await _alembic(database_url, "upgrade", "head")
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
+    assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
 
 
 def _deployment_columns(connection):
     return {column["name"] for column in inspect(connection).get_columns("deployments")}
+
+
+def _build_columns(connection):
+    return {column["name"] for column in inspect(connection).get_columns("builds")}
 
 
 async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_settings):
