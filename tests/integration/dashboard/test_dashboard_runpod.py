@@ -148,6 +148,7 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
         assert own(fake, "podroute-lab-production") == [first.external_id]
         assert fake.endpoints[first.external_id].image == IMAGE_1
         assert first.api_key == "" and API_KEY not in panel  # the account key is never stored or shown
+        assert 'os.environ["RUNPOD_API_KEY"]' in panel and "Reveal API key" not in panel
         assert fake.faults == []  # every injected failure was met
 
         # Scaling applies to the live RunPod endpoint (through a 500 on the full-record update).
