@@ -175,6 +175,8 @@ class Build(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     directory: Mapped[str] = mapped_column(String(PATH_MAX), default="")
     log: Mapped[list[str]] = mapped_column(JSON, default=list)
+    image: Mapped[str] = mapped_column(String(IMAGE_MAX), default="")
+    """The container image RunPod runs for this build (`repo:tag` or `repo@sha256:...`); "" if none."""
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="builds", lazy="raise")
 

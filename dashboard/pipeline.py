@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from dashboard.db import SyncSessions
 from dashboard.discovery import child_environment
+from dashboard.images import ImageError, build_and_push, docker_unavailable
 from dashboard.models import (
     BUILD_ACTIVE,
     DEPLOYMENT_ACTIVE,
@@ -39,10 +40,12 @@ from dashboard.models import (
     Endpoint,
     utc_now,
 )
-from dashboard.providers import DeployTarget, find_by_name, is_not_found, is_transient, provider_for
+from dashboard.providers import DeployTarget, is_not_found, is_transient, provider_for
 from dashboard.settings import DashboardSettings
 from podroute.build import MANIFEST_NAME, BuildResult
 from podroute.deploy import DeployError, EndpointInfo, wait_until_healthy
+from podroute.runpod import SCALING_FIELDS as RUNPOD_SCALING_FIELDS
+from podroute.runpod import RunPodProvider
 
 logger = logging.getLogger("dashboard.pipeline")
 
@@ -56,6 +59,8 @@ _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65,
 Claim = Literal["claimed", "finished", "leased", "missing"]
 Enqueue = Callable[[str, int], None]
 """`enqueue(task_name, row_id)`: how `sync_status` sends a task again."""
+ProviderFactory = Callable[[DashboardSettings, str, Mapping[str, str] | None], DeployTarget]
+"""`providers(settings, environment, images)`: the provider of an environment (images: sha -> ref)."""
 
 
 class TransientError(Exception):
@@ -68,7 +73,7 @@ class Context:
 
     settings: DashboardSettings
     sessions: SyncSessions
-    providers: Callable[[DashboardSettings, str], DeployTarget] = provider_for
+    providers: ProviderFactory = provider_for
 
 
 def _append(row: Deployment | Build, line: str) -> None:
@@ -246,9 +251,11 @@ class _Run:
             _append(row, line)
 
 
-def _scaling(config: dict[str, Any]) -> dict[str, int]:
+def _scaling(config: dict[str, Any], provider: DeployTarget) -> dict[str, int]:
+    """The scaling fields of a config snapshot that `provider.scale` takes."""
+    keys = RUNPOD_SCALING_FIELDS if isinstance(provider, RunPodProvider) else SCALING_KEYS
     fields = config.get("fields", {})
-    return {key: int(fields[key]) for key in SCALING_KEYS if key in fields}
+    return {key: int(fields[key]) for key in keys if key in fields}
 
 
 def _release(
@@ -270,12 +277,14 @@ def _release(
         run.step("release", f"endpoint {row.external_id} was created by an earlier attempt; resuming")
         return provider.status(row.external_id), True
     name = endpoint_name(endpoint, row.environment)
-    for orphan in find_by_name(provider, name):
+    for orphan in provider.find(name):
         run.log(f"deleting endpoint {orphan.id}, left by an attempt that stopped before recording it")
         provider.delete(orphan.id)
     run.step("release", f"creating endpoint {name}")
     info = provider.create(build, name, env)
-    run.save(external_id=info.id, api_key=info.api_key or "", url=info.url)
+    # RunPod endpoints take the account's RUNPOD_API_KEY: it is configuration, never stored on a row.
+    api_key = "" if isinstance(provider, RunPodProvider) else info.api_key or ""
+    run.save(external_id=info.id, api_key=api_key, url=info.url)
     run.log(f"created endpoint {info.id} at {info.url}")
     return info, True
 
@@ -295,7 +304,7 @@ def _undo(
         if previous is not None and previous_build is not None:
             env = dict(previous.config.get("env", {}))
             provider.update(previous.external_id, build=build_result(previous_build), env=env)
-            provider.scale(previous.external_id, _scaling(previous.config))
+            provider.scale(previous.external_id, _scaling(previous.config, provider))
             return f"rolled back: deployment #{previous.id} keeps serving"
     except DeployError as error:
         return f"undoing it failed too ({error}); check the endpoint on the provider"
@@ -318,8 +327,9 @@ def run_deployment(context: Context, deployment_id: int) -> None:
         )
     with context.sessions() as session:
         previous_build = session.get(Build, previous.build_id) if previous and previous.build_id else None
+    images = {b.artifact_hash: b.image for b in (build_row, previous_build) if b is not None and b.image}
     try:
-        provider = context.providers(context.settings, row.environment)
+        provider = context.providers(context.settings, row.environment, images)
     except DeployError as error:
         return run.finish("failed", f"failed: {error}", str(error))
     created = False
@@ -331,11 +341,15 @@ def run_deployment(context: Context, deployment_id: int) -> None:
         provider.upload(build)
         info, created = _release(run, provider, row, endpoint, build, previous)
         row = run.load()[0]
-        scaling = _scaling(row.config)
+        scaling = _scaling(row.config, provider)
         run.step("scale", "scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
         info = provider.scale(info.id, scaling)
         run.step("wait", "waiting for a ready worker and /ping 200 through the gateway")
-        info = wait_until_healthy(provider, info, row.api_key, context.settings.deploy_timeout_s, run.log)
+        timeout_s = context.settings.deploy_timeout_s
+        if isinstance(provider, RunPodProvider):  # authenticates /ping with the account key itself
+            info = provider.wait_until_ready(info, timeout_s, run.log)
+        else:
+            info = wait_until_healthy(provider, info, row.api_key, timeout_s, run.log)
     except DeployError as error:
         if is_transient(error):
             raise TransientError(str(error)) from error
@@ -353,7 +367,7 @@ def run_undeploy(context: Context, deployment_id: int) -> None:
     if not row.external_id:
         return run.finish("deleted", "nothing was deployed; nothing to delete")
     try:
-        provider = context.providers(context.settings, row.environment)
+        provider = context.providers(context.settings, row.environment, None)
         run.step("delete", f"deleting endpoint {row.external_id} (every worker stops)")
         try:
             provider.delete(row.external_id)
@@ -464,6 +478,39 @@ def run_build(context: Context, build_id: int) -> None:
     directory = Path(line.split("  ", 1)[1].strip()).parent
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
     _finish_build(context, build_id, directory=directory, manifest=manifest, line=line)
+    if context.settings.docker_registry:
+        publish_image(context, build_id)
+
+
+def publish_image(
+    context: Context, build_id: int, unavailable: Callable[[], str | None] = docker_unavailable
+) -> None:
+    """Build and push a finished build's image to DASHBOARD_DOCKER_REGISTRY and record its digest.
+
+    The build stays succeeded either way: without Docker the log says why, and pasting a reference
+    in the build panel still works.
+    """
+    problem = unavailable()
+    if problem is not None:
+        note(context, Build, build_id, f"image not built: {problem}")
+        return
+    with context.sessions() as session:
+        row = session.get(Build, build_id)
+        assert row is not None
+    try:
+        image = build_and_push(
+            build_result(row),
+            context.settings.docker_registry,
+            lambda line: note(context, Build, build_id, line),
+        )
+    except (ImageError, DeployError, OSError, subprocess.TimeoutExpired) as error:
+        note(context, Build, build_id, f"image not pushed: {error}")
+        return
+    with context.sessions.begin() as session:
+        stored = session.get(Build, build_id)
+        if stored is not None:
+            stored.image = image
+            _append(stored, f"pushed image {image}")
 
 
 def _finish_build(
@@ -542,7 +589,7 @@ def run_scale(context: Context, endpoint_id: int) -> None:
         live = live_deployments(session, endpoint_id)
     for row in live:
         try:
-            info = context.providers(context.settings, row.environment).scale(row.external_id, scaling)
+            info = context.providers(context.settings, row.environment, None).scale(row.external_id, scaling)
         except DeployError as error:
             if is_transient(error):
                 raise TransientError(str(error)) from error
@@ -563,7 +610,7 @@ def sync_status(context: Context, enqueue: Enqueue) -> None:
         live = live_deployments(session)
     for row in live:
         try:
-            info = context.providers(context.settings, row.environment).status(row.external_id)
+            info = context.providers(context.settings, row.environment, None).status(row.external_id)
         except DeployError as error:
             observed = {"error": str(error), "missing": is_not_found(error)}
         except Exception as error:  # one broken environment must not stop the others from syncing

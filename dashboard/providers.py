@@ -1,56 +1,47 @@
-"""Which provider serves an environment, and the few things the tasks need beyond `podroute.deploy`.
+"""Which provider serves an environment, and how the tasks tell provider failures apart.
 
 The local runtime is the default everywhere. RunPod is used for an environment when
 `DASHBOARD_PROVIDER_<ENV>=runpod`, or for every environment when `RUNPOD_API_KEY` is set and no
-explicit choice is made; it needs podroute's RunPod provider (`podroute.runpod.RunPodProvider`).
+explicit choice is made (`podroute.runpod.RunPodProvider`; its API base URLs come from the
+`RUNPOD_*` variables that `RunPodSettings.from_env` reads). Failures are classified by the
+library's error types (`ProviderUnavailableError`, `EndpointNotFoundError`), never by message text.
 """
 
 from __future__ import annotations
 
-import importlib
-import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
 
 from dashboard.settings import DashboardSettings
-from podroute.deploy import DeployError, EndpointInfo, LocalRuntimeProvider, Provider
+from podroute.deploy import (
+    DeployError,
+    EndpointNotFoundError,
+    LocalRuntimeProvider,
+    Provider,
+    ProviderUnavailableError,
+)
+from podroute.runpod import RunPodProvider
+from podroute.runpod_api import RunPodSettings
 
-_TRANSIENT = re.compile(r"^(cannot reach|the runtime answered (5\d\d|429))")
-_NOT_FOUND = re.compile(r"(answered 404|no endpoint|not found)", re.IGNORECASE)
+DeployTarget = Provider
+"""What the tasks deploy with (every provider can also `find` its endpoints by name)."""
+
+RuntimeProvider = LocalRuntimeProvider
+"""The local runtime's control API (kept under the name the dashboard has used)."""
 
 
 class ProviderSetupError(DeployError):
     """The provider of an environment cannot be used as configured; the message says the fix."""
 
 
-class DeployTarget(Provider, Protocol):
-    """A provider that can also list endpoints by name (what makes creating safe to retry)."""
-
-    def find(self, name: str) -> list[EndpointInfo]:
-        """Every endpoint the provider holds with this name."""
-
-
-class RuntimeProvider(LocalRuntimeProvider):
-    """The local runtime's control API, plus `find` (listing endpoints by name)."""
-
-    def find(self, name: str) -> list[EndpointInfo]:
-        """Endpoints named `name` on the runtime."""
-        body = self._call("GET", "/endpoints")
-        return [self._info(entry) for entry in body.get("endpoints", []) if entry.get("name") == name]
-
-
 def is_transient(error: Exception) -> bool:
     """True for failures worth retrying: the provider unreachable, overloaded or answering 5xx/429."""
-    if getattr(error, "transient", False) or getattr(error, "retryable", False):
-        return True
-    if isinstance(error, DeployError):
-        return bool(_TRANSIENT.match(str(error)))
-    return isinstance(error, OSError)
+    return isinstance(error, (ProviderUnavailableError, OSError))
 
 
 def is_not_found(error: Exception) -> bool:
     """True when the provider says the endpoint does not exist (deleting it again is then done)."""
-    return isinstance(error, DeployError) and bool(_NOT_FOUND.search(str(error)))
+    return isinstance(error, EndpointNotFoundError)
 
 
 def read_runtime_token(settings: DashboardSettings) -> str:
@@ -67,21 +58,19 @@ def read_runtime_token(settings: DashboardSettings) -> str:
         ) from None
 
 
-def _runpod_provider(settings: DashboardSettings) -> Any:
-    try:
-        module = importlib.import_module("podroute.runpod")
-        factory = module.RunPodProvider
-    except (ImportError, AttributeError):
-        raise ProviderSetupError(
-            "this environment deploys to RunPod, but the installed podroute has no RunPod provider "
-            "(podroute.runpod.RunPodProvider): upgrade podroute, or set DASHBOARD_PROVIDER_<ENV>=local "
-            "to use the local runtime"
-        ) from None
-    return factory(api_key=settings.runpod_api_key)
+def runpod_provider(settings: DashboardSettings, images: Mapping[str, str] | None = None) -> RunPodProvider:
+    """A RunPod provider with the dashboard's API key, base URLs from `RUNPOD_*`, and build images."""
+    runpod_settings = RunPodSettings.from_env(api_key=settings.runpod_api_key)
+    return RunPodProvider(runpod_settings, images=images or {})
 
 
-def provider_for(settings: DashboardSettings, environment: str) -> DeployTarget:
-    """The provider that serves `environment` (`settings.provider_of` decides which kind)."""
+def provider_for(
+    settings: DashboardSettings, environment: str, images: Mapping[str, str] | None = None
+) -> DeployTarget:
+    """The provider that serves `environment` (`settings.provider_of` decides which kind).
+
+    `images` maps a build's artifact sha256 to its image reference; only RunPod uses it.
+    """
     kind = settings.provider_of(environment)
     if kind == "runpod":
         if not settings.runpod_api_key:
@@ -89,12 +78,5 @@ def provider_for(settings: DashboardSettings, environment: str) -> DeployTarget:
                 f"environment {environment!r} deploys to RunPod but RUNPOD_API_KEY is not set: set it, "
                 f"or set DASHBOARD_PROVIDER_{environment.upper().replace('-', '_')}=local"
             )
-        provider: DeployTarget = _runpod_provider(settings)
-        return provider
-    return RuntimeProvider(settings.runtime_url, read_runtime_token(settings))
-
-
-def find_by_name(provider: DeployTarget, name: str) -> list[EndpointInfo]:
-    """Endpoints named `name`, or [] when the provider cannot list them."""
-    finder = getattr(provider, "find", None)
-    return list(finder(name)) if callable(finder) else []
+        return runpod_provider(settings, images)
+    return LocalRuntimeProvider(settings.runtime_url, read_runtime_token(settings))

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.configs import ConfigState, describe_changes, resource_of, state_of
 from dashboard.forms import INT_MAX
+from dashboard.images import check_image_reference
 from dashboard.models import Build, Deployment, Endpoint, User, utc_now
 from dashboard.queries import (
     active_deployment,
@@ -96,6 +97,11 @@ async def queue_deploy(
     build = await latest_build(session, endpoint.id, succeeded=True)
     if build is None:
         raise ReleaseConflictError("there is no successful build yet: press Build first")
+    if provider == "runpod" and not build.image:
+        raise ReleaseConflictError(
+            f"build #{build.id} has no image, and {environment} deploys to RunPod, which runs images: "
+            "build and push it with the commands in the build panel, then paste the image reference"
+        )
     deployment = Deployment(
         endpoint_id=endpoint.id,
         build_id=build.id,
@@ -114,6 +120,27 @@ async def queue_deploy(
         session, user, "deploy", endpoint, {"environment": [None, environment], "build": [None, build.id]}
     )
     return deployment
+
+
+async def set_build_image(
+    session: AsyncSession, user: User, endpoint: Endpoint, build: Build, text: str
+) -> str:
+    """Store the image reference of a build (checked; ImageError says what is wrong) and audit it."""
+    if build.endpoint_id != endpoint.id or build.status != "succeeded":
+        raise ReleaseConflictError(f"build #{build.id} has not succeeded: wait for it, or build again")
+    image = check_image_reference(text)
+    if image != build.image:
+        await add_audit_event(
+            session,
+            user,
+            "image",
+            endpoint,
+            {"build": [None, build.id], "image": [build.image or None, image]},
+        )
+        build.image = image
+        build.updated_at = utc_now()
+        await session.flush()
+    return image
 
 
 async def queue_rollback(

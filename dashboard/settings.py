@@ -112,6 +112,7 @@ class DashboardSettings:
     sync_interval_s: float = 10.0
     lease_s: float = 30.0
     deploy_timeout_s: float = 300.0
+    docker_registry: str = ""
 
     def __post_init__(self) -> None:
         if self.environment not in ("development", "production"):
@@ -234,7 +235,10 @@ class DashboardSettings:
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
         CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
         (dashboard),
-        DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300).
+        DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300),
+        DASHBOARD_DOCKER_REGISTRY (unset: paste image references; set, e.g. ghcr.io/acme: the worker
+        builds and pushes each build's image when a Docker engine answers). RunPod's API base URLs
+        come from the RUNPOD_* variables `podroute.runpod_api.RunPodSettings.from_env` reads.
         """
         env = os.environ if environ is None else environ
         hosts = tuple(
@@ -299,4 +303,5 @@ def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "sync_interval_s": _float(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
         "lease_s": _float(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
         "deploy_timeout_s": _float(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
+        "docker_registry": _text(env, "DASHBOARD_DOCKER_REGISTRY").rstrip("/"),
     }

@@ -18,11 +18,14 @@ from dashboard import htmx
 from dashboard.app import current_user, state, transaction
 from dashboard.celery_app import send
 from dashboard.configs import FIELD_LABELS
-from dashboard.models import Deployment, Endpoint
+from dashboard.images import ImageError
+from dashboard.models import Build, Deployment, Endpoint
+from dashboard.pipeline import build_result
 from dashboard.queries import (
     active_deployment,
     add_audit_event,
     current_deployment,
+    get_build,
     get_deployment,
     get_endpoint,
     latest_build,
@@ -39,7 +42,10 @@ from dashboard.releases import (
     queue_rollback,
     queue_undeploy,
     release_diff,
+    set_build_image,
 )
+from podroute.deploy import DeployError
+from podroute.runpod import image_instructions
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("deployments", __name__)
@@ -103,12 +109,31 @@ def _example_path(current: Deployment | None) -> str:
     return gets[0] if gets else (routes[0]["path"] if routes else "/ping")
 
 
+def build_context(endpoint: Endpoint, build: Build | None, image_error: str = "") -> dict[str, Any]:
+    """What the build panel shows; for RunPod environments, the image commands and field too."""
+    settings = state().settings
+    runpod = [name for name in settings.environments if settings.provider_of(name) == "runpod"]
+    instructions = ""
+    if runpod and build is not None and build.status == "succeeded":
+        try:
+            instructions = image_instructions(build_result(build))
+        except DeployError as error:
+            instructions = f"  # {error}"
+    return {
+        "build": build,
+        "runpod_environments": runpod,
+        "image_instructions": instructions,
+        "image_error": image_error,
+        "docker_registry": settings.docker_registry,
+    }
+
+
 async def deploy_context(endpoint: Endpoint) -> dict[str, Any]:
     """The deploy section of the endpoint page: build panel, scaling, each environment."""
     async with transaction() as db:
         build = await latest_build(db, endpoint.id)
     return {
-        "build": build,
+        **build_context(endpoint, build),
         "scaling": ScalingForm.of(endpoint),
         "scaling_saved": False,
         "environments": [await environment_context(endpoint, name) for name in state().settings.environments],
@@ -141,7 +166,9 @@ def _conflict(error: ReleaseConflictError) -> Conflict:
 async def _build_panel(endpoint: Endpoint, status: int | None = None) -> Response:
     async with transaction() as db:
         build = await latest_build(db, endpoint.id)
-    body = await render_template("deployments/_build.html", endpoint=endpoint, build=build)
+    body = await render_template(
+        "deployments/_build.html", endpoint=endpoint, **build_context(endpoint, build)
+    )
     if status is None:
         status = 200 if (build is not None and build.active) or not htmx.is_htmx() else STOP_POLLING
     return Response(body, status=status)
@@ -165,6 +192,29 @@ async def build(endpoint_id: int) -> Response:
 async def build_status(endpoint_id: int) -> Response:
     """The build panel; 286 once the build has finished."""
     return await _build_panel(await _endpoint(endpoint_id))
+
+
+@blueprint.post("/endpoints/<int:endpoint_id>/builds/<int:build_id>/image")
+async def build_image(endpoint_id: int, build_id: int) -> Response:
+    """Store the image reference the user pushed for a build (checked and audited)."""
+    endpoint = await _endpoint(endpoint_id)
+    text = (await request.form).get("image", "")
+    try:
+        async with transaction() as db:
+            build = await get_build(db, build_id)
+            if build is None or build.endpoint_id != endpoint.id:
+                raise NotFound(f"endpoint {endpoint.name} has no build #{build_id}")
+            image = await set_build_image(db, current_user(), endpoint, build, text)
+    except ReleaseConflictError as error:
+        raise _conflict(error) from None
+    except ImageError as error:
+        async with transaction() as db:
+            build = await get_build(db, build_id)
+        context = build_context(endpoint, build, str(error))
+        body = await render_template("deployments/_build.html", endpoint=endpoint, **context)
+        return Response(body, status=422)
+    logger.info("build image set", extra={"endpoint": endpoint.name, "build": build_id, "image": image})
+    return _page_or(await _build_panel(endpoint, 200), endpoint, "deploy")
 
 
 # -- environments ----------------------------------------------------------------------------------------

@@ -26,6 +26,14 @@ class DeployError(Exception):
     """A deployment step failed; the message says what happened and what to do."""
 
 
+class ProviderUnavailableError(DeployError):
+    """The provider could not be reached, timed out or kept answering 5xx/429: worth retrying later."""
+
+
+class EndpointNotFoundError(DeployError):
+    """The provider has no endpoint with that id (deleting it again is therefore already done)."""
+
+
 @dataclass
 class EndpointInfo:
     """What a provider reports about an endpoint."""
@@ -62,6 +70,9 @@ class Provider(Protocol):
     def status(self, endpoint_id: str) -> EndpointInfo:
         """Configuration, workers and recent scaling decisions."""
 
+    def find(self, name: str) -> list[EndpointInfo]:
+        """Every endpoint this provider holds under `name` (what makes a retried create safe)."""
+
 
 class LocalRuntimeProvider:
     """The local runtime's control API (`podroute runtime`)."""
@@ -76,7 +87,7 @@ class LocalRuntimeProvider:
         try:
             response = self._http.request(method, f"/control{path}", **kwargs)
         except httpx.TransportError as error:
-            raise DeployError(
+            raise ProviderUnavailableError(
                 f"cannot reach the local runtime at {self.base_url} ({error}); "
                 "start it with 'podroute runtime'"
             ) from None
@@ -89,7 +100,12 @@ class LocalRuntimeProvider:
                 message = response.json().get("error", response.text)
             except ValueError:
                 message = response.text
-            raise DeployError(f"the runtime answered {response.status_code}: {message}")
+            text = f"the runtime answered {response.status_code}: {message}"
+            if response.status_code == 404:
+                raise EndpointNotFoundError(text)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise ProviderUnavailableError(f"{text}; try again shortly")
+            raise DeployError(text)
         result: dict[str, Any] = response.json()
         return result
 
@@ -133,6 +149,11 @@ class LocalRuntimeProvider:
     def status(self, endpoint_id: str) -> EndpointInfo:
         """Current status."""
         return self._info(self._call("GET", f"/endpoints/{endpoint_id}"))
+
+    def find(self, name: str) -> list[EndpointInfo]:
+        """Endpoints named `name` on the runtime."""
+        body = self._call("GET", "/endpoints")
+        return [self._info(entry) for entry in body.get("endpoints", []) if entry.get("name") == name]
 
 
 class Deployments:

@@ -49,7 +49,7 @@ import httpx
 
 from podroute.build import BuildResult
 from podroute.catalog import GPU_ANY, GPU_POOLS, pool_of
-from podroute.deploy import DeployError, EndpointInfo, Progress
+from podroute.deploy import DeployError, EndpointInfo, EndpointNotFoundError, Progress
 from podroute.runpod_api import (
     BUILD_ENV,
     RELEASE_ENV,
@@ -292,6 +292,10 @@ class RunPodProvider:
         )
         return info
 
+    def find(self, name: str) -> list[EndpointInfo]:
+        """The endpoints PodRoute made under `name` (endpoints someone else named so are ignored)."""
+        return [self._info(endpoint) for endpoint in self._own_endpoints(name)]
+
     # --- beyond the interface -----------------------------------------------------------------
 
     def purge(self, name: str) -> None:
@@ -407,7 +411,7 @@ class RunPodProvider:
     def _endpoint(self, endpoint_id: str) -> Endpoint:
         endpoint = self.api.get_endpoint(endpoint_id)
         if endpoint is None:
-            raise DeployError(
+            raise EndpointNotFoundError(
                 f"RunPod has no endpoint {endpoint_id}: it was deleted outside PodRoute; deploy again to "
                 "create a new one"
             )

@@ -29,7 +29,7 @@ import httpx
 
 import podroute
 from podroute.client import RetryPolicy, _retry_after
-from podroute.deploy import DeployError
+from podroute.deploy import DeployError, ProviderUnavailableError
 
 log = logging.getLogger("podroute.runpod")
 
@@ -137,7 +137,7 @@ class RunPodAuthError(RunPodApiError):
     """The API key was refused (401/403)."""
 
 
-class RunPodUnavailableError(DeployError):
+class RunPodUnavailableError(ProviderUnavailableError):
     """RunPod kept failing (5xx, 429, lost connections) through every retry; try again later."""
 
 

@@ -7,16 +7,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from dashboard.settings import DashboardSettings
 
 ROOT = Path(__file__).resolve().parents[3]
-_DROPPED = ("DASHBOARD_", "DATABASE_URL", "REDIS_URL", "CELERY_", "PODROUTE_RUNTIME_", "RUNPOD_API_KEY")
+_DROPPED = (
+    "DASHBOARD_",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "CELERY_",
+    "PODROUTE_RUNTIME_",
+    "PODROUTE_RUNPOD_",
+    "RUNPOD_",  # a developer's real RunPod key or URLs must never reach a test worker
+)
 
 
-def worker_env(settings: DashboardSettings) -> dict[str, str]:
-    """The environment that makes `DashboardSettings.from_env()` in the worker match `settings`."""
+def worker_env(settings: DashboardSettings, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes `DashboardSettings.from_env()` in the worker match `settings`.
+
+    `extra` adds variables (the `RUNPOD_*` base URLs of a fake RunPod, for instance).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(_DROPPED)}
     env.update(
         DASHBOARD_DATA_DIR=str(settings.data_dir),
@@ -32,13 +44,18 @@ def worker_env(settings: DashboardSettings) -> dict[str, str]:
     )
     if settings.broker_url:
         env["CELERY_BROKER_URL"] = settings.broker_url
+    if settings.runpod_api_key:
+        env["RUNPOD_API_KEY"] = settings.runpod_api_key
+    for environment, provider in settings.providers:
+        env[f"DASHBOARD_PROVIDER_{environment.upper().replace('-', '_')}"] = provider
+    env.update(extra or {})
     return env
 
 
 class CeleryWorker:
     """`celery -A dashboard.worker worker -B` with its output in a log file."""
 
-    def __init__(self, settings: DashboardSettings, log: Path) -> None:
+    def __init__(self, settings: DashboardSettings, log: Path, env: Mapping[str, str] | None = None) -> None:
         self.log = log
         self.handle = log.open("ab")
         self.process = subprocess.Popen(
@@ -60,7 +77,7 @@ class CeleryWorker:
                 str(settings.data_dir / "celery-beat-schedule"),
             ],
             cwd=ROOT,
-            env=worker_env(settings),
+            env=worker_env(settings, env),
             stdout=self.handle,
             stderr=subprocess.STDOUT,
             start_new_session=True,

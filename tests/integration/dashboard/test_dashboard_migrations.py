@@ -73,11 +73,15 @@ async def test_each_revision_steps_down_and_up(database_url):
     assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
     await _alembic(database_url, "upgrade", "head")
     await _alembic(database_url, "downgrade", "-1")
+    assert "image" not in await _inspect(database_url, _build_columns)
+    assert "lease_until" in await _inspect(database_url, _deployment_columns)
+    await _alembic(database_url, "downgrade", "-1")
     assert "lease_until" not in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
     await _alembic(database_url, "upgrade", "head")
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
+    assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
 
 
@@ -85,17 +89,21 @@ def _deployment_columns(connection):
     return {column["name"] for column in inspect(connection).get_columns("deployments")}
 
 
+def _build_columns(connection):
+    return {column["name"] for column in inspect(connection).get_columns("builds")}
+
+
 async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_settings):
     settings = make_settings(tmp_path, demo_project)
     await _alembic(settings.url, "upgrade", "0001")
     app = create_app(settings)
-    with pytest.raises(LifespanError, match=r"newest migration 0003\): run `python -m dashboard migrate`"):
+    with pytest.raises(LifespanError, match=r"newest migration 0004\): run `python -m dashboard migrate`"):
         async with app.test_app():
             pass
     engine = create_engine(settings.url)
     status = await schema_status(engine)
     await engine.dispose()
-    assert status.current == ("0001",) and status.heads == head_revisions() == ("0003",)
+    assert status.current == ("0001",) and status.heads == head_revisions() == ("0004",)
 
 
 async def test_app_refuses_an_empty_database(tmp_path, demo_project, make_settings):

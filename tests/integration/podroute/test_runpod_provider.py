@@ -13,7 +13,14 @@ import pytest
 
 from podroute.build import BuildResult
 from podroute.client import RetryPolicy
-from podroute.deploy import DeployError, Deployments, provider_for, send
+from podroute.deploy import (
+    DeployError,
+    Deployments,
+    EndpointNotFoundError,
+    ProviderUnavailableError,
+    provider_for,
+    send,
+)
 from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 from podroute.runpod import RunPodProvider
 from podroute.runpod_api import (
@@ -339,3 +346,22 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
         RunPodSettings.from_env({})
     with pytest.raises(DeployError, match="'rest' or 'graphql'"):
         RunPodSettings.from_env({"RUNPOD_API_KEY": "k", "PODROUTE_RUNPOD_API": "v1"})
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_find_lists_own_endpoints_and_errors_are_typed(
+    fake: tuple[FakeRunPod, str], tmp_path: Path, api: str
+) -> None:
+    state, base = fake
+    provider = RunPodProvider(settings_for(base, api))
+    info = provider.create(make_build(tmp_path), "prod-api", {})
+    assert [found.id for found in provider.find("prod-api")] == [info.id]
+    assert provider.find("prod-api")[0].api_key is None  # listing never hands out the key
+    assert provider.find("other") == []
+    provider.delete(info.id)
+    assert provider.find("prod-api") == []
+    with pytest.raises(EndpointNotFoundError, match="deploy again"):
+        provider.status(info.id)
+    state.inject("500", "" if api == "graphql" else "GET /v2/serverless", times=10)
+    with pytest.raises(ProviderUnavailableError, match="try again later"):
+        provider.find("prod-api")

@@ -215,3 +215,18 @@ def test_isolated_worker_environment(project: Path, tmp_path: Path) -> None:
         with EndpointClient(entry["url"], entry["api_key"], retry=RETRY) as client:
             prefix = client.get("/python")["prefix"]
     assert prefix.startswith(str((tmp_path / "rt" / "envs").resolve()))
+
+
+def test_provider_finds_endpoints_by_name_and_raises_typed_errors(project: Path, runtime: Runtime) -> None:
+    from podroute.deploy import EndpointNotFoundError, LocalRuntimeProvider, ProviderUnavailableError
+
+    entry = deploy(project, runtime)
+    provider = runtime.provider()
+    found = provider.find(provider.status(entry["id"]).status["name"])
+    assert [info.id for info in found] == [entry["id"]] and provider.find("no-such-name") == []
+    with pytest.raises(EndpointNotFoundError, match="answered 404"):
+        provider.status("ep-does-not-exist")
+    with pytest.raises(ProviderUnavailableError, match="start it with 'podroute runtime'"):
+        LocalRuntimeProvider("http://127.0.0.1:9", runtime.token, timeout=2).status(entry["id"])
+    provider.delete(entry["id"])
+    assert provider.find(found[0].status["name"]) == []
