@@ -4,15 +4,15 @@ under Hypercorn for the try-it panel, and Debian's Chromium driven by Playwright
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.e2e.dashboard.processes import start, stop
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -20,37 +20,12 @@ from dashboard.testing import strict, write_demo_project  # noqa: E402
 
 ADMIN_PASSWORD = "e2e-admin-password"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
-_RUNNING = re.compile(r"Running on (http://[\d.]+:\d+)")
 
 
 def _unavailable(message: str) -> None:
     if strict():
         pytest.fail(f"{message}; PODROUTE_STRICT_TESTS=1 requires it", pytrace=False)
     pytest.skip(message)
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    handle = log.open("wb")
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = _RUNNING.search(log.read_text(errors="replace"))
-        if found:
-            return process, found.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args} did not start:\n{log.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="session")
@@ -73,9 +48,9 @@ def demo_service(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     )
     log = tmp_path_factory.mktemp("logs") / "demo-service.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    process, url = _start([sys.executable, "-c", script, str(project)], env, log)
+    process, url = start([sys.executable, "-c", script, str(project)], env, log)
     yield url
-    _stop(process)
+    stop(process)
 
 
 @pytest.fixture(scope="session")
@@ -96,9 +71,9 @@ def dashboard_url(project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     subprocess.run(
         [sys.executable, "-m", "dashboard", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
     )
-    process, url = _start([sys.executable, "-m", "dashboard"], env, data_dir / "dashboard.log")
+    process, url = start([sys.executable, "-m", "dashboard"], env, data_dir / "dashboard.log")
     yield url
-    _stop(process)
+    stop(process)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from dashboard.settings import DashboardSettings
+from tests.e2e.dashboard.processes import start, stop
 from tests.integration.dashboard.celery_support import CeleryWorker, worker_env
 from tests.runtime_support import Runtime, make_lab_project, runtime_process
 
@@ -25,31 +26,6 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[3]
 ADMIN_PASSWORD = "e2e-admin-password"
-_RUNNING = re.compile(r"Running on (http://[\d.]+:\d+)")
-
-
-def _start(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    handle = log.open("wb")
-    process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = _RUNNING.search(log.read_text(errors="replace"))
-        if found:
-            return process, found.group(1)
-        if process.poll() is not None:
-            break
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError(f"{args} did not start:\n{log.read_text(errors='replace')}")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -81,14 +57,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         subprocess.run(
             [sys.executable, "-m", "dashboard", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True
         )
-        dashboard, url = _start([sys.executable, "-m", "dashboard"], env, data / "dashboard.log")
+        dashboard, url = start([sys.executable, "-m", "dashboard"], env, data / "dashboard.log")
         worker = CeleryWorker(settings, data / "worker.log")
         try:
             worker.wait_ready()
             yield {"url": url, "runtime": runtime, "project": project}
         finally:
             worker.stop()
-            _stop(dashboard)
+            stop(dashboard)
 
 
 def _load(url: str, key: str, stop: threading.Event) -> None:
