@@ -3,6 +3,7 @@ and the compose file wires the dashboard image as web app, Celery worker and loc
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,20 @@ def test_compose_runs_dashboard_worker_redis_and_runtime() -> None:
     assert services["runtime"]["command"][:3] == ["python", "-m", "podroute"]
     assert services["dashboard"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"
+
+
+def test_docker_worker_dockerfiles_match_a_fresh_build() -> None:
+    from tools import render_worker_dockerfiles
+
+    rendered = render_worker_dockerfiles.render()
+    assert set(rendered) == {DOCKER / "worker-cpu.Dockerfile", DOCKER / "worker-gpu.Dockerfile"}
+
+    def same_python(text: str) -> str:  # the base image follows the building interpreter
+        return re.sub(r"python:\d+\.\d+-slim", "python:X.Y-slim", text)
+
+    for path, text in rendered.items():
+        assert same_python(path.read_text()) == same_python(text), (
+            f"{path.name} drifted: run python tools/render_worker_dockerfiles.py"
+        )
+    assert "FROM python:" in rendered[DOCKER / "worker-cpu.Dockerfile"]
+    assert '"services.gpu.endpoint:gpu"' in rendered[DOCKER / "worker-gpu.Dockerfile"]
