@@ -25,7 +25,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, Reque
 
 from podroute.binding import Binder, read_body
 from podroute.docs import register_docs
-from podroute.errors import HTTPError, MalformedBodyError, problem_body
+from podroute.errors import HTTPError, MalformedBodyError, RequestValidationError, problem_body
 from podroute.registry import (
     PATH_PARAM_PATTERN,
     Registry,
@@ -210,8 +210,6 @@ def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[
 
 def _parse_execute_payload(payload: Any) -> tuple[str, dict[str, Any]]:
     def invalid(loc: list[Any], msg: str, kind: str) -> HTTPError:
-        from podroute.errors import RequestValidationError
-
         return RequestValidationError([{"loc": ["body", *loc], "msg": msg, "type": kind}])
 
     if not isinstance(payload, dict):

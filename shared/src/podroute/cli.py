@@ -7,6 +7,7 @@ podroute dev                       serve every service of the project on localho
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -175,7 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["port_health"] = overrides["port"]
     if args.no_access_log:
         overrides["access_log"] = False
-    settings = ServerSettings(**{**settings.__dict__, **overrides})
+    settings = dataclasses.replace(settings, **overrides)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     from podroute.app import create_app
@@ -215,8 +216,6 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _runtime(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from podroute.runtime.service import RuntimeSettings, create_runtime_app
 
     settings = RuntimeSettings.from_env()
