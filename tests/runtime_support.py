@@ -17,9 +17,12 @@ from typing import Any
 
 import httpx
 
-from podroute.client import EndpointClient
+from podroute.client import EndpointClient, RetryPolicy
 from podroute.deploy import Deployments, LocalRuntimeProvider
 from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
+
+RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)
+"""Retries for tests that call endpoints while workers come and go."""
 
 LAB_SERVICE = """\
 import asyncio

@@ -8,14 +8,14 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from podroute.client import EndpointClient, RetryPolicy
+from podroute.client import EndpointClient
 from tests.runtime_support import (
+    RETRY,
     Load,
     Runtime,
     deploy,
@@ -29,18 +29,10 @@ from tests.runtime_support import (
     wait_for,
 )
 
-RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     return make_lab_project(tmp_path / "project")
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    with runtime_process(tmp_path / "runtime") as running:
-        yield running
 
 
 def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: Runtime) -> None:

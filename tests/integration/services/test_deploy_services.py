@@ -7,16 +7,15 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from podroute.build import build_project
-from podroute.client import EndpointClient, RetryPolicy
+from podroute.client import EndpointClient
 from services.cpu.endpoint import transform_text
 from tests.runtime_support import (
+    RETRY,
     Load,
     Runtime,
     copy_repo_service,
@@ -25,17 +24,8 @@ from tests.runtime_support import (
     pid_alive,
     port_open,
     run_cli,
-    runtime_process,
     wait_for,
 )
-
-RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)
-
-
-@pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
-    with runtime_process(tmp_path / "runtime") as running:
-        yield running
 
 
 def test_cpu_service_builds_deterministically(tmp_path: Path) -> None:
