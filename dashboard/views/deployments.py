@@ -44,6 +44,7 @@ from dashboard.releases import (
     release_diff,
     set_build_image,
 )
+from dashboard.views.loading import load_endpoint
 from podroute.deploy import DeployError
 from podroute.runpod import image_instructions
 
@@ -52,14 +53,6 @@ blueprint = Blueprint("deployments", __name__)
 
 STOP_POLLING = 286
 """The status that tells htmx to stop polling an element (its task has finished)."""
-
-
-async def _endpoint(endpoint_id: int) -> Endpoint:
-    async with transaction() as db:
-        endpoint = await get_endpoint(db, endpoint_id)
-    if endpoint is None:
-        raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-    return endpoint
 
 
 def _environment(name: str) -> str:
@@ -177,7 +170,7 @@ async def _build_panel(endpoint: Endpoint, status: int | None = None) -> Respons
 @blueprint.post("/endpoints/<int:endpoint_id>/builds")
 async def build(endpoint_id: int) -> Response:
     """Queue a build of the endpoint's service; answers the build panel (polling while it runs)."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     try:
         async with transaction() as db:
             row = await queue_build(db, current_user(), endpoint)
@@ -191,13 +184,13 @@ async def build(endpoint_id: int) -> Response:
 @blueprint.get("/endpoints/<int:endpoint_id>/builds/latest")
 async def build_status(endpoint_id: int) -> Response:
     """The build panel; 286 once the build has finished."""
-    return await _build_panel(await _endpoint(endpoint_id))
+    return await _build_panel(await load_endpoint(endpoint_id))
 
 
 @blueprint.post("/endpoints/<int:endpoint_id>/builds/<int:build_id>/image")
 async def build_image(endpoint_id: int, build_id: int) -> Response:
     """Store the image reference the user pushed for a build (checked and audited)."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     text = (await request.form).get("image", "")
     try:
         async with transaction() as db:
@@ -223,13 +216,13 @@ async def build_image(endpoint_id: int, build_id: int) -> Response:
 @blueprint.get("/endpoints/<int:endpoint_id>/environments/<environment>")
 async def environment_status(endpoint_id: int, environment: str) -> Response:
     """One environment's panel: step, progress and log of the running task; 286 once it ends."""
-    return await _panel(await _endpoint(endpoint_id), _environment(environment))
+    return await _panel(await load_endpoint(endpoint_id), _environment(environment))
 
 
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/deploy")
 async def deploy(endpoint_id: int, environment: str) -> Response:
     """Queue a deployment of the newest build with the current config."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     provider = state().settings.provider_of(_environment(environment))
     try:
         async with transaction() as db:
@@ -247,7 +240,7 @@ async def deploy(endpoint_id: int, environment: str) -> Response:
 async def rollback(deployment_id: int) -> Response:
     """Queue a rollback to this deployment's build and environment (no rebuild)."""
     target = await _deployment(deployment_id)
-    endpoint = await _endpoint(target.endpoint_id)
+    endpoint = await load_endpoint(target.endpoint_id)
     try:
         async with transaction() as db:
             row = await queue_rollback(db, current_user(), endpoint, target)
@@ -270,7 +263,7 @@ async def _deployment(deployment_id: int) -> Deployment:
 async def diff(deployment_id: int) -> str:
     """How a release differs from the one serving its environment now (config and build)."""
     release = await _deployment(deployment_id)
-    endpoint = await _endpoint(release.endpoint_id)
+    endpoint = await load_endpoint(release.endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, release.environment)
     changes = release_diff(release, current) if current is not None else None
@@ -283,7 +276,7 @@ async def diff(deployment_id: int) -> str:
 @blueprint.get("/endpoints/<int:endpoint_id>/environments/<environment>/undeploy")
 async def confirm_undeploy(endpoint_id: int, environment: str) -> str:
     """Ask before undeploying."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     context = await environment_context(endpoint, _environment(environment))
     return await render_template("deployments/undeploy.html", **context)
 
@@ -291,7 +284,7 @@ async def confirm_undeploy(endpoint_id: int, environment: str) -> str:
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/undeploy")
 async def undeploy(endpoint_id: int, environment: str) -> Response:
     """Queue deleting the environment's endpoint (the form sends `confirm=yes`)."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     _environment(environment)
     if (await request.form).get("confirm") != "yes":
         raise BadRequest("confirm the undeploy on its confirmation page first")
@@ -312,7 +305,7 @@ async def undeploy(endpoint_id: int, environment: str) -> Response:
 @blueprint.get("/endpoints/<int:endpoint_id>/environments/<environment>/workers")
 async def workers(endpoint_id: int, environment: str) -> Response:
     """Workers by state of the live endpoint (refreshed by the status sync); 286 when not live."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, _environment(environment))
     body = await render_template(
@@ -324,7 +317,7 @@ async def workers(endpoint_id: int, environment: str) -> Response:
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/key")
 async def reveal_key(endpoint_id: int, environment: str) -> str:
     """Show the environment's API key in the client snippets (on request only; audited)."""
-    endpoint = await _endpoint(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, _environment(environment))
         if current is None:

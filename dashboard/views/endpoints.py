@@ -30,6 +30,7 @@ from dashboard.queries import (
 )
 from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
 from dashboard.views.deployments import deploy_context
+from dashboard.views.loading import load_endpoint
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 
 logger = logging.getLogger("dashboard.endpoints")
@@ -56,14 +57,6 @@ async def _render_form(form: EndpointForm, endpoint: Endpoint | None, status: in
     template = "endpoints/_form.html" if htmx.is_partial() else "endpoints/form.html"
     body = await render_template(template, form=form, endpoint=endpoint, **_choices())
     return Response(body, status=status)
-
-
-async def _load(endpoint_id: int) -> Endpoint:
-    async with transaction() as db:
-        endpoint = await get_endpoint(db, endpoint_id)
-    if endpoint is None:
-        raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-    return endpoint
 
 
 @blueprint.get("")
@@ -115,7 +108,7 @@ def _after_save(location: str) -> Response:
 @blueprint.get("/<int:endpoint_id>/edit")
 async def edit(endpoint_id: int) -> Response:
     """The edit form; secret values are not in it."""
-    endpoint = await _load(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     return await _render_form(EndpointForm.from_endpoint(endpoint), endpoint)
 
 
@@ -247,14 +240,14 @@ def _route_index() -> int:
 @blueprint.get("/<int:endpoint_id>")
 async def detail(endpoint_id: int) -> str:
     """The endpoint's config, its routes (from the code's OpenAPI) and the try-it panel."""
-    endpoint = await _load(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     return await render_template("endpoints/detail.html", **await _detail_context(endpoint, _route_index()))
 
 
 @blueprint.get("/<int:endpoint_id>/try")
 async def try_panel(endpoint_id: int) -> str:
     """The try-it panel, pre-filled for one route (`?route=N`)."""
-    endpoint = await _load(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     context = await _detail_context(endpoint, _route_index())
     template = "endpoints/_tryit.html" if htmx.is_partial() else "endpoints/detail.html"
     return await render_template(template, **context)
@@ -281,7 +274,7 @@ def _try_request(form: Any) -> TryItRequest:
 @blueprint.post("/<int:endpoint_id>/try")
 async def try_send(endpoint_id: int) -> Response:
     """Send the try-it request from the server and show status, headers, body and latency."""
-    endpoint = await _load(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     form = await request.form
     result, error, status = None, None, 200
     try:
@@ -309,7 +302,7 @@ async def try_send(endpoint_id: int) -> Response:
 @blueprint.get("/<int:endpoint_id>/delete")
 async def confirm_delete(endpoint_id: int) -> str:
     """Ask before deleting."""
-    endpoint = await _load(endpoint_id)
+    endpoint = await load_endpoint(endpoint_id)
     return await render_template("endpoints/delete.html", endpoint=endpoint)
 
 
