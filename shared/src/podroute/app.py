@@ -280,6 +280,16 @@ def _register_health(app: Quart, state: PodRouteState) -> None:
     app.add_url_rule(state.settings.health_path, "podroute_ping", ping, methods=["GET"])
 
 
+def _register_request_ids(app: Quart) -> None:
+    """Give every response an X-Request-ID; routes and errors set theirs (matching the body)."""
+
+    @app.after_request
+    async def add_request_id(response: Response) -> Response:
+        if REQUEST_ID_HEADER not in response.headers:
+            response.headers[REQUEST_ID_HEADER] = request_id()
+        return response
+
+
 def _register_errors(app: Quart) -> None:
     @app.errorhandler(HTTPError)
     async def handle_http_error(error: HTTPError) -> Response:
@@ -387,6 +397,7 @@ def create_app(
     register_docs(app, state)
     _register_lifecycle(app, state)
     _register_errors(app)
+    _register_request_ids(app)
     return app
 
 

@@ -97,7 +97,8 @@ def _is_no_workers(response: httpx.Response) -> bool:
     return isinstance(body, dict) and body.get("error") == NO_WORKERS
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def retry_after_seconds(response: httpx.Response) -> float | None:
+    """The response's `Retry-After` in seconds (a number or an HTTP date), or None."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
@@ -162,7 +163,7 @@ class _ClientBase:
         """Seconds to wait before retrying this response, or None when it is the answer."""
         if attempt == self.retry.attempts - 1 or not _should_retry_response(response, safe, self.retry):
             return None
-        return self.retry.delay(attempt, _retry_after(response))
+        return self.retry.delay(attempt, retry_after_seconds(response))
 
 
 class EndpointClient(_ClientBase):

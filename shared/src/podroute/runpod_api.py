@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 import podroute
-from podroute.client import RetryPolicy, _retry_after
+from podroute.client import RetryPolicy, retry_after_seconds
 from podroute.deploy import DeployError, ProviderUnavailableError
 
 log = logging.getLogger("podroute.runpod")
@@ -223,7 +223,7 @@ def _path_of(url: str) -> str:
 
 def _rate_limit_wait(response: httpx.Response) -> float | None:
     """max(Retry-After, the RateLimit header's reset), as runpod-mcp does."""
-    candidates = [s for s in (_retry_after(response),) if s is not None]
+    candidates = [s for s in (retry_after_seconds(response),) if s is not None]
     candidates += [float(m) for m in _RATE_LIMIT_RESET.findall(response.headers.get("RateLimit", ""))[:1]]
     return max(candidates) if candidates else None
 

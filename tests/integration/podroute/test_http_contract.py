@@ -265,3 +265,9 @@ def test_health_check_path_is_configurable(registry: Registry) -> None:
     with hypercorn_server(app) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
         assert httpx.get(f"{url}/ping").status_code == 404
+
+
+def test_docs_and_openapi_carry_a_request_id_too(base: str) -> None:
+    for path in ("/docs", "/openapi.json", "/docs/static/docs-init.js"):
+        response = httpx.get(f"{base}{path}", headers={"X-Request-ID": "docs-1"})
+        assert response.status_code == 200 and response.headers["x-request-id"] == "docs-1"
