@@ -23,7 +23,6 @@ import httpx
 
 logger = logging.getLogger("podroute.runtime.workers")
 
-ROUTABLE = "ready"
 LIVE_STATES = frozenset({"starting", "initializing", "ready"})
 
 
