@@ -231,7 +231,11 @@ def create_app(
     mounts = _as_mounts(resources)
     routes, startup = _bind_mounts(mounts, registry or current_registry())
     app = Quart(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+        BODY_TIMEOUT=settings.body_timeout,
+    )
     app.url_map.strict_slashes = False
     state = PodRouteState(settings, mounts, routes, startup)
     app.extensions["podroute"] = state

@@ -179,7 +179,7 @@ class LeanDispatch:
         self.app = app
         self.fallback = fallback
         self.max_body = state.settings.max_body_bytes
-        self.body_timeout = float(app.config.get("BODY_TIMEOUT") or 60)
+        self.body_timeout = state.settings.body_timeout
         self.router: Router[Endpoint | Health] = Router()
         for bound in state.routes:
             self.router.add(bound.route.method, bound.full_path, Endpoint.of(bound))
