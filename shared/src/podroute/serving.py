@@ -10,6 +10,10 @@ by `limited_httptools_protocol`, so a huge header never reaches memory in full.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import resource
 import signal
 import time
 from types import FrameType
@@ -23,6 +27,8 @@ from podroute.errors import HTTPError
 from podroute.logs import AccessLog
 from podroute.settings import ServerSettings
 
+logger = logging.getLogger("podroute.server")
+_FD_DIR = "/proc/self/fd"
 _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
@@ -44,10 +50,13 @@ class ServingGuard:
         self.max_url = settings.max_url_bytes
         self.max_headers = settings.max_header_count
         self.log = access_log
+        self._watchdog: asyncio.Future[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the limits, serve, and log the answer."""
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._watchdog is None:
+                self._watchdog = asyncio.ensure_future(watch_descriptors())
             await self.app(scope, receive, send)
             return
         error = self._check(scope)
@@ -93,6 +102,38 @@ class ServingGuard:
                 431, f"the request has more than {self.max_headers} header fields; send fewer headers"
             )
         return None
+
+
+def _descriptor_limit() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY or not os.path.isdir(_FD_DIR) else soft
+
+
+async def watch_descriptors(interval: float = 1.0, warn_at: float = 0.9, quiet_for: float = 10.0) -> None:
+    """Log a warning while the process uses `warn_at` of its descriptor limit or more.
+
+    Servers survive running out (EMFILE: the listener pauses, or libuv accepts and drops), but
+    none of them says so; this does, at most once every `quiet_for` seconds.
+    """
+    soft = _descriptor_limit()
+    if soft is None:
+        return
+    last_warning = -quiet_for
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            used = len(os.listdir(_FD_DIR))
+        except OSError:  # EMFILE: listing the descriptors needs one more
+            used = soft
+        now = time.monotonic()
+        if used >= soft * warn_at and now - last_warning >= quiet_for:
+            last_warning = now
+            logger.warning(
+                "%d of %d file descriptors in use: new connections are refused (EMFILE) at the "
+                "limit; raise it (ulimit -n) or find the clients holding connections open",
+                used,
+                soft,
+            )
 
 
 def limited_httptools_protocol(settings: ServerSettings) -> type[HttpToolsProtocol]:
