@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -22,16 +23,17 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-import uvicorn
 from quart import Quart
 
 from podroute.logs import AccessLog, access_log_enabled
-from podroute.serving import GracefulUvicornServer, ServingGuard, limited_httptools_protocol
+from podroute.serving import ServingGuard
 from podroute.settings import ServerSettings
 
 SERVERS = ("hypercorn", "uvicorn", "granian")
 DEFAULT_WORKER_SERVER = "uvicorn"
 """What `podroute serve` runs unless told otherwise (`--server`, `PODROUTE_SERVER`): see README."""
+FALLBACK_WORKER_SERVER = "hypercorn"
+"""What `podroute serve` runs by default where uvicorn is not installed (an older install)."""
 _GRANIAN_TARGET_ENV = "PODROUTE_GRANIAN_TARGET"
 _GRANIAN_SETTINGS_ENV = "PODROUTE_GRANIAN_SETTINGS"
 
@@ -150,7 +152,20 @@ def _bound_sockets(settings: ServerSettings) -> list[socket.socket]:
     return sockets
 
 
+def default_worker_server() -> str:
+    """`DEFAULT_WORKER_SERVER` when it is installed, else Hypercorn (always installed)."""
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
+        return FALLBACK_WORKER_SERVER
+    return DEFAULT_WORKER_SERVER
+
+
 def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
+    try:
+        import uvicorn
+
+        from podroute.uvicorn_server import GracefulUvicornServer, limited_httptools_protocol
+    except ImportError:
+        raise ServerError("uvicorn is not installed: pip install uvicorn httptools") from None
     config = uvicorn.Config(
         app,
         loop="uvloop" if _install_uvloop() else "asyncio",
