@@ -5,8 +5,9 @@
 
 1. CPU routes: `GET /health`, `POST /transform` and `POST /validate` on every peer of
    `bench/peers.json`, interleaved over rounds by `../shared/bench/peer_bench.py` (server pinned to
-   CPU 0, wrk to CPU 1): the real Flash worker (the baseline), `podroute serve services.cpu.endpoint`
-   on Hypercorn, uvicorn and Granian, the same handlers as bare Quart routes on the same server
+   CPU 0, wrk to CPU 1): the real Flash worker (the baseline), "podroute (as deployed)" (the default
+   `podroute serve services.cpu.endpoint`, with its ratios to Flash and p99/p50), the same on
+   Hypercorn, uvicorn and Granian, the same handlers as bare Quart routes on the same server
    settings (`bench/peers.py`) and on FastAPI + uvicorn (`bench/fastapi_app.py`). Then a table of
    per-round ratios of each podroute variant to bare Quart on its server and to FastAPI + uvicorn.
 2. `/gpu/compute` latency for 1e3, 1e5 and 1e6 numbers, split into parsing and compute
@@ -31,11 +32,21 @@ from pathlib import Path
 from typing import Any
 
 PROJECT = Path(__file__).resolve().parent.parent
-PEER_BENCH = PROJECT / ".." / "shared" / "bench" / "peer_bench.py"
+PEER_BENCH = Path(
+    os.environ.get("PODROUTE_PEER_BENCH", "") or PROJECT / ".." / "shared" / "bench" / "peer_bench.py"
+)
+"""The harness; PODROUTE_PEER_BENCH points elsewhere when this checkout is not next to shared/."""
 PEERS = PROJECT / "bench" / "peers.json"
 REQUESTS = ("GET /health", "POST /transform", "POST /validate")
 SERVERS = ("hypercorn", "uvicorn", "granian")
 FASTAPI = "fastapi/uvicorn"
+DEPLOYED = "podroute (as deployed)"
+"""`podroute serve` with its default server, as built artifacts and the runtime's workers run it."""
+FLASH = "flash-lb-handler/uvicorn"
+DEPLOYED_TARGETS = {"GET /health": 2.0, "POST /transform": 1.5, "POST /validate": 1.5}
+"""Throughput of podroute as deployed over the Flash worker's, per request (issue #12)."""
+TAIL_TARGET = 2.0
+"""p99 must stay within twice p50."""
 OVERHEAD_TARGET = 0.95
 """podroute's throughput must stay within 5 % of bare Quart on the same server."""
 
@@ -134,6 +145,33 @@ def _ratio_table(raw_json: Path) -> str:
     return "\n".join(lines)
 
 
+def _deployed_table(raw_json: Path) -> str:
+    rounds: list[dict[str, Any]] = json.loads(raw_json.read_text())["rounds"]
+    names = {row["config"] for row in rounds if row.get("results")}
+    if DEPLOYED not in names or FLASH not in names:
+        return ""
+    lines = [
+        f"### {DEPLOYED} (`podroute serve`, default server) vs the Flash worker",
+        "",
+        "| request | req/s | p50 / p99 ms | p99 ÷ p50 | ÷ Flash req/s (per round) | target |",
+        "|---|---:|---:|---:|---|---|",
+    ]
+    missed = []
+    for request in REQUESTS:
+        rps, p50, p99 = _latency(rounds, DEPLOYED, request)
+        ratios = _ratios(rounds, DEPLOYED, FLASH, request)
+        target = DEPLOYED_TARGETS[request]
+        tail = p99 / p50 if p50 else float("inf")
+        if not ratios or statistics.median(ratios) < target or tail > TAIL_TARGET:
+            missed.append(request)
+        lines.append(
+            f"| {request} | {rps:,.0f} | {p50:.2f} / {p99:.2f} | {tail:.2f} | {_format_ratios(ratios)} "
+            f"| >= {target:.1f}x, p99/p50 <= {TAIL_TARGET:.0f} |"
+        )
+    verdict = "met everywhere" if not missed else "missed for " + ", ".join(missed)
+    return "\n".join([*lines, "", f"Targets: {verdict}."])
+
+
 def _format_ratios(values: list[float]) -> str:
     if not values:
         return "n/a"
@@ -149,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
             raw_json = Path(folder) / "rounds.json"
             sections += ["## CPU routes, side by side", "", _run_peer_bench(args, raw_json)]
             if raw_json.is_file():
-                sections += [_ratio_table(raw_json), ""]
+                sections += [_deployed_table(raw_json), "", _ratio_table(raw_json), ""]
     if not args.skip_gpu:
         sys.path.insert(0, str(PROJECT))
         from bench import gpu_latency

@@ -8,14 +8,11 @@ Each resource is mounted, optionally under a URL prefix. The app adds the health
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
-import itertools
 import logging
-import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -24,160 +21,38 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
 from podroute.binding import Binder, read_body
+from podroute.dispatch import REQUEST_ID_HEADER, call_route, choose_request_id, install_dispatch
 from podroute.docs import register_docs
 from podroute.errors import HTTPError, MalformedBodyError, RequestValidationError, problem_body
-from podroute.registry import (
-    PATH_PARAM_PATTERN,
-    Registry,
-    Route,
-    RouteDeclarationError,
-    StartupHook,
-    current_registry,
-)
+from podroute.registry import Registry, Route, RouteDeclarationError, current_registry
 from podroute.resources import Resource
-from podroute.responses import json_response, problem_response, sse_response
+from podroute.responses import json_response, problem_response
 from podroute.settings import AppSettings
+from podroute.state import BoundRoute, Mount, PodRouteState, StartupState, not_ready_error
+
+__all__ = [
+    "BoundRoute",
+    "Mount",
+    "PodRouteState",
+    "StartupState",
+    "create_app",
+    "podroute_state",
+    "request_id",
+]
 
 logger = logging.getLogger("podroute.app")
 
-REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _EXECUTE_KEYS = frozenset({"function", "kwargs"})
 
 
-@dataclass(frozen=True)
-class Mount:
-    """A resource served under a URL prefix (e.g. '/gpu'), with an optional docs tag."""
-
-    resource: Resource
-    prefix: str = ""
-    tag: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
-            raise ValueError(f"mount prefix {self.prefix!r} must start with '/' and not end with '/'")
-
-
-@dataclass
-class StartupState:
-    """Progress of one mount's startup hooks: 'starting', 'ready' or 'failed'."""
-
-    hooks: list[StartupHook]
-    status: str = "starting"
-    error: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    ready_after_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.hooks:
-            self.status = "ready"
-            self.ready_after_s = 0.0
-
-
-@dataclass(frozen=True)
-class BoundRoute:
-    """A route as served: its mount, full path and binder."""
-
-    route: Route
-    mount: Mount
-    binder: Binder
-    state: StartupState
-
-    @property
-    def full_path(self) -> str:
-        """The route's path including the mount prefix."""
-        return f"{self.mount.prefix}{self.route.path}"
-
-
-@dataclass
-class PodRouteState:
-    """What `create_app` attaches to the app as `app.extensions['podroute']`."""
-
-    settings: AppSettings
-    mounts: list[Mount]
-    routes: list[BoundRoute]
-    startup: list[StartupState]
-    openapi: dict[str, Any] | None = None
-
-    @property
-    def status(self) -> str:
-        """'failed' if any mount failed, else 'starting' while any hook runs, else 'ready'."""
-        statuses = {s.status for s in self.startup}
-        if "failed" in statuses:
-            return "failed"
-        return "starting" if "starting" in statuses else "ready"
-
-
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_id_counter = itertools.count(1)
-_REQUEST_ID_KEY = REQUEST_ID_HEADER.lower()
-
-
 def request_id() -> str:
-    """The current request's id: the client's `X-Request-ID` if sane, else a new one.
-
-    New ids are a random per-process prefix plus a counter: unique, and without a system call or
-    an exception on the hot path (a missing header makes `Headers.get` raise internally).
-    """
-    for key, value in request.headers.items():
-        if key.lower() == _REQUEST_ID_KEY:
-            if _SANE_REQUEST_ID.match(value):
-                return value
-            break
-    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+    """The current Quart request's id: the client's `X-Request-ID` if sane, else a new one."""
+    return choose_request_id(request.headers.get(REQUEST_ID_HEADER))
 
 
 def _with_request_id(response: Response, rid: str) -> Response:
     response.headers[REQUEST_ID_HEADER] = rid
     return response
-
-
-async def _call_route(function: Callable[..., Any], kwargs: dict[str, Any], is_async: bool) -> Any:
-    try:
-        if is_async:
-            return await function(**kwargs)
-        return await asyncio.to_thread(function, **kwargs)
-    except ValueError as error:
-        raise HTTPError(400, str(error) or "the input was rejected by the route") from error
-
-
-def _render(result: Any, rid: str) -> Response:
-    if isinstance(result, Response):
-        return result
-    if inspect.isasyncgen(result):
-        return sse_response(result, rid)
-    return json_response(result)
-
-
-def _make_view(bound: BoundRoute) -> Callable[..., Awaitable[Response]]:
-    function = bound.route.function
-    binder = bound.binder
-    state = bound.state
-    is_async = inspect.iscoroutinefunction(function)
-    is_stream = inspect.isasyncgenfunction(function)
-
-    async def view(**view_args: str) -> Response:
-        rid = request_id()
-        if state.status != "ready":
-            raise _not_ready_error(state)
-        kwargs = await binder.bind(request, view_args)
-        if is_stream:
-            return _with_request_id(sse_response(function(**kwargs), rid), rid)
-        result = await _call_route(function, kwargs, is_async)
-        return _with_request_id(_render(result, rid), rid)
-
-    view.__name__ = f"podroute_{bound.route.name}"
-    return view
-
-
-def _not_ready_error(state: StartupState) -> HTTPError:
-    if state.status == "failed":
-        return HTTPError(503, "the worker failed to start; check its logs")
-    return HTTPError(
-        503,
-        "the worker is still starting (startup hooks are running); retry shortly",
-        headers={"Retry-After": "1"},
-    )
 
 
 def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[Response]]:
@@ -194,13 +69,13 @@ def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[
             available = ", ".join(sorted(routes)) or "none"
             raise HTTPError(404, f"no registered function named {name!r}; available: {available}")
         if bound.state.status != "ready":
-            raise _not_ready_error(bound.state)
+            raise not_ready_error(bound.state)
         function = bound.route.function
         bound_kwargs = bound.binder.bind_kwargs(kwargs, request)
         if inspect.isasyncgenfunction(function):
             result: Any = [item async for item in function(**bound_kwargs)]
         else:
-            result = await _call_route(function, bound_kwargs, inspect.iscoroutinefunction(function))
+            result = await call_route(function, bound_kwargs, inspect.iscoroutinefunction(function))
         if isinstance(result, Response):
             return _with_request_id(result, rid)
         return _with_request_id(json_response({"result": result}), rid)
@@ -228,10 +103,6 @@ def _parse_execute_payload(payload: Any) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-def _werkzeug_rule(path: str) -> str:
-    return PATH_PARAM_PATTERN.sub(lambda m: f"<{m.group(1)}>", path)
-
-
 async def _run_hooks(state: StartupState, who: str) -> None:
     for hook in state.hooks:
         name = getattr(hook, "__name__", repr(hook))
@@ -246,6 +117,8 @@ async def _run_hooks(state: StartupState, who: str) -> None:
             return
     state.status = "ready"
     state.ready_after_s = round(time.monotonic() - state.started_at, 3)
+    if gc.isenabled() and gc.get_freeze_count():
+        gc.freeze()  # what the hooks loaded (models, weights) lives as long as the process
     logger.info("%s ready after %.3fs of startup hooks", who, state.ready_after_s)
 
 
@@ -263,21 +136,6 @@ def _register_lifecycle(app: Quart, state: PodRouteState) -> None:
     async def stop_hooks() -> None:
         for task in tasks:
             task.cancel()
-
-
-def _register_health(app: Quart, state: PodRouteState) -> None:
-    async def ping() -> Response:
-        rid = request_id()
-        status = state.status
-        if status == "ready":
-            return _with_request_id(json_response({"status": "healthy"}), rid)
-        if status == "starting":
-            return _with_request_id(Response(b"", status=204), rid)
-        errors = [s.error for s in state.startup if s.error]
-        body = problem_body(503, "startup failed: " + "; ".join(errors), rid, title="Unhealthy")
-        return _with_request_id(problem_response(503, body), rid)
-
-    app.add_url_rule(state.settings.health_path, "podroute_ping", ping, methods=["GET"])
 
 
 def _register_request_ids(app: Quart) -> None:
@@ -373,17 +231,14 @@ def create_app(
     mounts = _as_mounts(resources)
     routes, startup = _bind_mounts(mounts, registry or current_registry())
     app = Quart(__name__)
-    app.config.update(MAX_CONTENT_LENGTH=settings.max_body_bytes, PROVIDE_AUTOMATIC_OPTIONS=False)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PROVIDE_AUTOMATIC_OPTIONS=False,
+        BODY_TIMEOUT=settings.body_timeout,
+    )
     app.url_map.strict_slashes = False
     state = PodRouteState(settings, mounts, routes, startup)
     app.extensions["podroute"] = state
-    for bound in routes:
-        app.add_url_rule(
-            _werkzeug_rule(bound.full_path),
-            f"{bound.mount.prefix}:{bound.route.name}",
-            _make_view(bound),
-            methods=[bound.route.method],
-        )
     for mount in mounts:
         if mount.resource.live:
             named = {b.route.name: b for b in routes if b.mount is mount}
@@ -393,11 +248,11 @@ def create_app(
                 _make_execute_view(named),
                 methods=["POST"],
             )
-    _register_health(app, state)
     register_docs(app, state)
     _register_lifecycle(app, state)
     _register_errors(app)
     _register_request_ids(app)
+    install_dispatch(app, state)
     return app
 
 

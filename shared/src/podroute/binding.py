@@ -21,6 +21,7 @@ import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, get_args, get_origin
+from urllib.parse import parse_qsl
 
 import quart
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -28,7 +29,7 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
-from podroute.errors import MalformedBodyError, RequestValidationError
+from podroute.errors import MalformedBodyError, RequestValidationError, UnsupportedMediaTypeError
 from podroute.registry import Route
 
 QUERY_METHODS = frozenset({"GET", "DELETE"})
@@ -60,6 +61,10 @@ async def read_body(request: quart.Request) -> bytes:
     """The raw request body (Quart enforces MAX_CONTENT_LENGTH while reading it: 413)."""
     data = await request.get_data(cache=False, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
+
+
+def _is_json_media_type(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
 
 
 def body_decoders(function: Any) -> dict[str, tuple[BodyDecoder, str]]:
@@ -189,18 +194,29 @@ class Binder:
         """Query parameters of GET/DELETE routes by name."""
         return dict(self.model.model_fields) if (self.uses_query and self.model) else {}
 
-    async def bind(self, request: quart.Request, view_args: Mapping[str, str]) -> dict[str, Any]:
-        """Validate the request and return the keyword arguments for the route's function."""
+    def bind_parts(
+        self,
+        path_args: Mapping[str, str],
+        query_string: bytes,
+        body: bytes,
+        content_type: str | None,
+        request: Callable[[], quart.Request],
+    ) -> dict[str, Any]:
+        """Validate a request given as its parts; return the keyword arguments for the function.
+
+        `request` builds a Quart request on demand, for a parameter annotated `quart.Request` or a
+        body decoder; routes that need neither never pay for one.
+        """
         errors: list[dict[str, Any]] = []
-        kwargs = self._bind_path(view_args, errors)
+        kwargs = self._bind_path(path_args, errors) if path_args else {}
         if self.uses_query:
-            self._bind_query(request, kwargs, errors)
+            self._bind_query(query_string, kwargs, errors)
         else:
-            await self._bind_body(request, kwargs, errors)
+            self._bind_body(body, content_type, request, kwargs, errors)
         if errors:
             raise RequestValidationError(errors)
         if self.request_param is not None:
-            kwargs[self.request_param] = request
+            kwargs[self.request_param] = request()
         return kwargs
 
     def bind_kwargs(self, values: Mapping[str, Any], request: quart.Request) -> dict[str, Any]:
@@ -236,29 +252,37 @@ class Binder:
                 )
         return kwargs
 
-    def _bind_query(
-        self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]
-    ) -> None:
-        if not request.query_string:  # the common case: skip parsing an empty query string
+    def _bind_query(self, query_string: bytes, kwargs: dict[str, Any], errors: list[dict[str, Any]]) -> None:
+        if not query_string:  # the common case: skip parsing an empty query string
             self._validate_fields({}, kwargs, errors, "query")
             return
-        args = request.args
+        pairs = parse_qsl(query_string.decode("utf-8", "replace"), keep_blank_values=True, errors="replace")
         values: dict[str, Any] = {}
-        for key in args:
-            values[key] = args.getlist(key) if key in self.list_fields else args[key]
+        for key, value in pairs:
+            if key in self.list_fields:
+                values.setdefault(key, []).append(value)
+            else:
+                values.setdefault(key, value)
         self._validate_fields(values, kwargs, errors, "query")
 
-    async def _bind_body(
-        self, request: quart.Request, kwargs: dict[str, Any], errors: list[dict[str, Any]]
+    def _bind_body(
+        self,
+        raw: bytes,
+        content_type: str | None,
+        request: Callable[[], quart.Request],
+        kwargs: dict[str, Any],
+        errors: list[dict[str, Any]],
     ) -> None:
-        raw = await read_body(request)
-        decoded = self._decode(raw, request) if self.decoders else None
+        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        decoded = self._decode(raw, media_type, request) if media_type in self.decoders else None
         if decoded is not None:
             if self.whole_body_adapter is not None:
                 self._validate_whole_body(decoded, kwargs, errors, "body")
             else:
                 self._validate_fields(decoded, kwargs, errors, "body")
             return
+        if media_type and not _is_json_media_type(media_type) and media_type not in self.decoders:
+            raise UnsupportedMediaTypeError(media_type, sorted(self.decoders))
         if not raw.strip():
             raw = b"{}"
         try:
@@ -272,13 +296,9 @@ class Binder:
                 raise MalformedBodyError(detail) from None
             errors.extend(_errors_from(error, "body"))
 
-    def _decode(self, raw: bytes, request: quart.Request) -> Any:
-        media_type = (request.mimetype or "").lower()
-        decoder = self.decoders.get(media_type)
-        if decoder is None:
-            return None
+    def _decode(self, raw: bytes, media_type: str, request: Callable[[], quart.Request]) -> Any:
         try:
-            return decoder(raw, request)
+            return self.decoders[media_type](raw, request())
         except ValueError as error:
             raise MalformedBodyError(f"could not decode the {media_type} body: {error}") from None
 

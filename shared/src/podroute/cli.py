@@ -21,7 +21,7 @@ from podroute.logs import configure_logging
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
 from podroute.runpod_api import RunPodSettings
-from podroute.server import SERVERS, ServerError, first_free_port, run_app
+from podroute.server import SERVERS, ServerError, default_worker_server, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
 _USER_ERRORS = (
@@ -60,8 +60,9 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--server",
         choices=SERVERS,
-        default=os.environ.get("PODROUTE_SERVER", "hypercorn"),
-        help="HTTP server (env PODROUTE_SERVER, default hypercorn)",
+        default=os.environ.get("PODROUTE_SERVER") or default_worker_server(),
+        help="HTTP server (env PODROUTE_SERVER, default uvicorn, the benchmark's pick; "
+        "hypercorn where uvicorn is not installed)",
     )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
 

@@ -57,6 +57,18 @@ class MalformedBodyError(HTTPError):
         super().__init__(400, detail)
 
 
+class UnsupportedMediaTypeError(HTTPError):
+    """The body's Content-Type is one the route does not accept (415)."""
+
+    def __init__(self, media_type: str, others: list[str]) -> None:
+        also = f" (or {', '.join(others)})" if others else ""
+        super().__init__(
+            415,
+            f"this route does not accept a {media_type} body; send JSON with "
+            f"Content-Type: application/json{also}",
+        )
+
+
 def _phrase(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

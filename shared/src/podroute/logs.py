@@ -1,8 +1,11 @@
-"""Structured logging: one JSON object per line on stderr, level from `LOG_LEVEL`."""
+"""Structured logging: one JSON object per line on stderr, level from `LOG_LEVEL`; a cheap access log."""
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
+import os
 import sys
 import time
 from typing import Any
@@ -44,3 +47,71 @@ def configure_logging(level: str = "INFO") -> None:
         logger = logging.getLogger(name)
         logger.handlers[:] = []
         logger.propagate = True
+
+
+class AccessLog:
+    """The per-request access log: JSON lines formatted once and written to a descriptor in batches.
+
+    The same line shape as `JsonFormatter` (logger `podroute.access`), without the logging
+    module's per-record work. Lines are flushed when `flush_after` seconds passed since the first
+    unflushed one, when `max_buffer` bytes are waiting, and by `flush()` (at shutdown and exit).
+    """
+
+    def __init__(self, fd: int = 2, flush_after: float = 0.2, max_buffer: int = 64 * 1024) -> None:
+        self.fd = fd
+        self.flush_after = flush_after
+        self.max_buffer = max_buffer
+        self._lines: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._second = -1
+        self._stamp = b""
+        atexit.register(self.flush)
+
+    def record(self, client: str, request_line: str, status: int, size: int, seconds: float) -> None:
+        """Log one answered request: `<client> "<method> <target> <version>" <status> <bytes> <s>s`."""
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        message = orjson.dumps(f'{client} "{request_line}" {status} {size} {seconds:.6f}s')
+        line = b'{"ts":"%s.%03dZ","level":"INFO","logger":"podroute.access","msg":%s}\n' % (
+            self._stamp,
+            int((now - second) * 1000),
+            message,
+        )
+        self._lines.append(line)
+        self._size += len(line)
+        if self._size >= self.max_buffer:
+            self.flush()
+        elif self._timer is None:
+            try:
+                self._timer = asyncio.get_running_loop().call_later(self.flush_after, self.flush)
+            except RuntimeError:  # no loop (called from a thread): write at once
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every waiting line now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._lines:
+            return
+        data = b"".join(self._lines)
+        self._lines.clear()
+        self._size = 0
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self.fd, view)
+            except BlockingIOError:
+                continue
+            except OSError:
+                return  # stderr is gone (the process is exiting): nothing to write to
+            view = view[written:]
+
+
+def access_log_enabled() -> bool:
+    """Whether the configured level lets `podroute.access` INFO lines through."""
+    return logging.getLogger("podroute.access").isEnabledFor(logging.INFO)

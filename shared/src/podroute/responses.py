@@ -1,7 +1,8 @@
 """Route return values -> HTTP responses.
 
 dicts, lists, scalars, pydantic models, dataclasses, numpy arrays and tensors become JSON (orjson);
-a Quart `Response` passes through; an async generator streams as Server-Sent Events.
+a Quart `Response` passes through; an async generator streams as Server-Sent Events (`sse_frames`,
+written by `podroute.dispatch`).
 """
 
 from __future__ import annotations
@@ -66,7 +67,12 @@ def _sse_event(data: bytes, event: str | None = None) -> bytes:
     return prefix + b"data: " + data + b"\n\n"
 
 
-async def _sse_frames(stream: AsyncIterator[Any], request_id: str) -> AsyncIterator[bytes]:
+async def sse_frames(stream: AsyncIterator[Any], request_id: str) -> AsyncIterator[bytes]:
+    """Server-Sent Events frames (`data: <json>`) for an async generator's items.
+
+    An error raised mid-stream is sent as a final `event: error` carrying a problem object, since
+    the 200 status has already gone out.
+    """
     try:
         async for item in stream:
             yield _sse_event(item.encode() if isinstance(item, str) else encode_json(item))
@@ -78,16 +84,3 @@ async def _sse_frames(stream: AsyncIterator[Any], request_id: str) -> AsyncItera
         logger.exception("stream failed", extra={"request_id": request_id})
         detail = f"the stream failed on the server; quote request id {request_id} when reporting it"
         yield _sse_event(orjson.dumps(problem_body(500, detail, request_id)), "error")
-
-
-def sse_response(stream: AsyncIterator[Any], request_id: str) -> Response:
-    """Stream an async generator's items as Server-Sent Events (`data: <json>`).
-
-    An error raised mid-stream is sent as a final `event: error` carrying a problem object, since
-    the 200 status has already gone out.
-    """
-    response = Response(_sse_frames(stream, request_id), content_type="text/event-stream")
-    response.headers["Cache-Control"] = "no-cache"
-    response.headers["X-Accel-Buffering"] = "no"
-    response.timeout = None
-    return response

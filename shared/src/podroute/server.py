@@ -1,14 +1,20 @@
-"""Running an app: Hypercorn (default, with uvloop), uvicorn or granian.
+"""Running an app: Hypercorn (with uvloop), uvicorn (httptools + uvloop) or granian.
 
-Binds `PORT` and, when it differs, `PORT_HEALTH` (RunPod's worker contract); SIGTERM and SIGINT
-shut down gracefully: the listener closes and requests in flight finish.
+`podroute serve` defaults to `DEFAULT_WORKER_SERVER` (uvicorn, the bench's pick); the dev server,
+the dashboard and the runtime run on Hypercorn. Binds `PORT` and, when it differs, `PORT_HEALTH`
+(RunPod's worker contract); SIGTERM and SIGINT shut down gracefully: the listener closes and
+requests in flight finish. Every server gets the same limits from `ServerSettings` (keep-alive and
+header timeouts, head size, URL length, header count) and the same cheap access log
+(`podroute.serving`); `hypercorn_config` is the one place Hypercorn's settings are made.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -16,12 +22,20 @@ import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import orjson
 from quart import Quart
 
+from podroute.logs import AccessLog, access_log_enabled
+from podroute.serving import ServingGuard
 from podroute.settings import ServerSettings
 
 SERVERS = ("hypercorn", "uvicorn", "granian")
+DEFAULT_WORKER_SERVER = "uvicorn"
+"""What `podroute serve` runs unless told otherwise (`--server`, `PODROUTE_SERVER`): see README."""
+FALLBACK_WORKER_SERVER = "hypercorn"
+"""What `podroute serve` runs by default where uvicorn is not installed (an older install)."""
 _GRANIAN_TARGET_ENV = "PODROUTE_GRANIAN_TARGET"
+_GRANIAN_SETTINGS_ENV = "PODROUTE_GRANIAN_SETTINGS"
 
 logger = logging.getLogger("podroute.server")
 
@@ -62,23 +76,66 @@ def _shutdown_event() -> asyncio.Event:
     return event
 
 
-def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any, None]:
-    from hypercorn.asyncio import serve
+def _free_descriptors_on_close() -> None:
+    """Make Hypercorn close a connection as soon as the client has closed it.
+
+    Hypercorn 0.18 keeps the socket of a connection whose client closed it until the keep-alive
+    timer fires, because the connection's task group waits for that timer (issue #14: 500
+    connect+close calls held 515 descriptors). Stopping the timer once reading has ended lets
+    the connection close at once; requests still in flight on it finish first.
+    """
+    from hypercorn.asyncio.tcp_server import TCPServer
+
+    if getattr(TCPServer, "_podroute_closes_at_eof", False):
+        return
+    read_data = TCPServer._read_data
+
+    async def read_then_stop_idle_timer(self: TCPServer) -> None:
+        await read_data(self)
+        await self.idle_task.stop()
+
+    TCPServer._read_data = read_then_stop_idle_timer  # type: ignore[method-assign]
+    TCPServer._podroute_closes_at_eof = True  # type: ignore[attr-defined]
+
+
+def hypercorn_config(settings: ServerSettings) -> Any:
+    """Hypercorn's `Config` for `settings`: binds, timeouts, head size, graceful drain.
+
+    Shared by every Hypercorn that podroute runs (dev server, runtime gateway, workers on
+    `--server hypercorn`). The access log is `podroute.serving`'s, so Hypercorn's own is off.
+    """
     from hypercorn.config import Config
 
+    _free_descriptors_on_close()
     config = Config()
     config.bind = [f"{settings.host}:{port}" for port in settings.ports]
     config.graceful_timeout = settings.graceful_timeout
-    config.keep_alive_timeout = 600
-    config.accesslog = logging.getLogger("podroute.access") if settings.access_log else None
-    config.access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+    config.keep_alive_timeout = settings.keep_alive_timeout
+    config.read_timeout = int(max(settings.keep_alive_timeout, settings.header_timeout))
+    config.h11_max_incomplete_size = settings.max_header_bytes
+    config.h2_max_inbound_frame_size = max(16384, min(settings.max_header_bytes, 2**24 - 1))
+    config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any, None]:
+    from hypercorn.asyncio import serve
+
+    config = hypercorn_config(settings)
 
     async def main() -> None:
         stop = _shutdown_event()
         await serve(app, config, shutdown_trigger=stop.wait)
 
     return main()
+
+
+def guard_app(app: Quart, settings: ServerSettings) -> AccessLog | None:
+    """Put `podroute.serving`'s limits and access log around `app`; returns the access log, if on."""
+    log = AccessLog() if settings.access_log and access_log_enabled() else None
+    app.asgi_app = ServingGuard(app.asgi_app, settings, log)  # type: ignore[method-assign,assignment,arg-type]
+    return log
 
 
 def _bound_sockets(settings: ServerSettings) -> list[socket.socket]:
@@ -95,22 +152,32 @@ def _bound_sockets(settings: ServerSettings) -> list[socket.socket]:
     return sockets
 
 
+def default_worker_server() -> str:
+    """`DEFAULT_WORKER_SERVER` when it is installed, else Hypercorn (always installed)."""
+    if importlib.util.find_spec("uvicorn") is None or importlib.util.find_spec("httptools") is None:
+        return FALLBACK_WORKER_SERVER
+    return DEFAULT_WORKER_SERVER
+
+
 def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
     try:
         import uvicorn
+
+        from podroute.uvicorn_server import GracefulUvicornServer, limited_httptools_protocol
     except ImportError:
-        raise ServerError("uvicorn is not installed: pip install 'podroute[uvicorn]'") from None
+        raise ServerError("uvicorn is not installed: pip install uvicorn httptools") from None
     config = uvicorn.Config(
         app,
         loop="uvloop" if _install_uvloop() else "asyncio",
-        http="auto",
+        http=limited_httptools_protocol(settings),
         lifespan="on",
         log_config=None,
-        access_log=settings.access_log,
-        timeout_keep_alive=600,
+        access_log=False,
+        timeout_keep_alive=max(1, round(settings.keep_alive_timeout)),
         timeout_graceful_shutdown=int(settings.graceful_timeout),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    server = uvicorn.Server(config)
+    server = GracefulUvicornServer(config)
     tune_gc()
     server.run(sockets=_bound_sockets(settings))
 
@@ -118,12 +185,14 @@ def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
 def _serve_granian(target: str, settings: ServerSettings) -> None:
     try:
         from granian.constants import Interfaces, Loops
+        from granian.http import HTTP1Settings
         from granian.server import Server as Granian
     except ImportError:
         raise ServerError("granian is not installed: pip install 'podroute[granian]'") from None
     if len(settings.ports) > 1:
         raise ServerError("granian binds one port; use --server hypercorn or uvicorn for PORT_HEALTH")
     os.environ[_GRANIAN_TARGET_ENV] = target
+    os.environ[_GRANIAN_SETTINGS_ENV] = orjson.dumps(dataclasses.asdict(settings)).decode()
     Granian(
         "podroute.server:granian_app",
         address=settings.host,
@@ -133,7 +202,12 @@ def _serve_granian(target: str, settings: ServerSettings) -> None:
         workers=1,
         factory=True,
         log_enabled=True,
-        log_access=settings.access_log,
+        log_access=False,
+        http1_settings=HTTP1Settings(
+            header_read_timeout=int(settings.header_timeout * 1000),
+            keep_alive=True,
+            max_buffer_size=max(settings.max_header_bytes, 8192),
+        ),
     ).serve()
 
 
@@ -144,6 +218,7 @@ def granian_app() -> Quart:
 
     resource, registry = load_target(os.environ[_GRANIAN_TARGET_ENV])
     app = create_app(resource, registry=registry)
+    guard_app(app, ServerSettings(**orjson.loads(os.environ[_GRANIAN_SETTINGS_ENV])))
     tune_gc()
     return app
 
@@ -154,18 +229,28 @@ def run_app(app: Quart, settings: ServerSettings, server: str = "hypercorn", tar
         raise ServerError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
     ports = ", ".join(str(p) for p in settings.ports)
     logger.info("serving on %s port(s) %s with %s", settings.host, ports, server)
-    if server == "uvicorn":
-        _serve_uvicorn(app, settings)
-    elif server == "granian":
+    if server == "granian":
         _serve_granian(target, settings)
-    else:
-        _install_uvloop()
-        coroutine = _hypercorn_main(app, settings)
-        tune_gc()
-        try:
-            asyncio.run(coroutine)
-        except OSError as error:
-            raise ServerError(f"cannot listen on {settings.host} port(s) {ports}: {error.strerror}") from None
+        return
+    log = guard_app(app, settings)
+    try:
+        if server == "uvicorn":
+            _serve_uvicorn(app, settings)
+        else:
+            _serve_hypercorn(app, settings, ports)
+    finally:
+        if log is not None:
+            log.flush()
+
+
+def _serve_hypercorn(app: Quart, settings: ServerSettings, ports: str) -> None:
+    _install_uvloop()
+    coroutine = _hypercorn_main(app, settings)
+    tune_gc()
+    try:
+        asyncio.run(coroutine)
+    except OSError as error:
+        raise ServerError(f"cannot listen on {settings.host} port(s) {ports}: {error.strerror}") from None
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -36,6 +36,19 @@ def _port_from(environ: Mapping[str, str], key: str, default: int) -> int:
     return port
 
 
+def _seconds_from(environ: Mapping[str, str], key: str, default: float) -> float:
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise SettingsError(f"{key}={raw} must be a finite number of seconds above 0")
+    return value
+
+
 def log_level_from(environ: Mapping[str, str]) -> str:
     """`LOG_LEVEL` upper-cased and checked (default INFO)."""
     level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
@@ -51,6 +64,8 @@ class AppSettings:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     health_path: str = "/ping"
     title: str = "PodRoute API"
+    body_timeout: float = 60.0
+    """Seconds a request body may take to arrive in full (408 after)."""
 
     def __post_init__(self) -> None:
         if not self.health_path.startswith("/"):
@@ -58,11 +73,12 @@ class AppSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
-        """Read `PODROUTE_MAX_BODY_BYTES` and `HEALTH_CHECK_PATH`."""
+        """Read `PODROUTE_MAX_BODY_BYTES`, `HEALTH_CHECK_PATH` and `PODROUTE_BODY_TIMEOUT`."""
         env = os.environ if environ is None else environ
         return cls(
             max_body_bytes=_int_from(env, "PODROUTE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
             health_path=env.get("HEALTH_CHECK_PATH", "").strip() or "/ping",
+            body_timeout=_seconds_from(env, "PODROUTE_BODY_TIMEOUT", 60.0),
         )
 
 
@@ -76,6 +92,16 @@ class ServerSettings:
     log_level: str = "INFO"
     access_log: bool = True
     graceful_timeout: float = 30.0
+    keep_alive_timeout: float = 65.0
+    """Seconds an idle keep-alive connection stays open."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a request's headers once the connection (or request) began."""
+    max_header_bytes: int = 64 * 1024
+    """Most bytes of request line plus headers (431 beyond)."""
+    max_url_bytes: int = 8 * 1024
+    """Longest request target, path plus query (414 beyond)."""
+    max_header_count: int = 100
+    """Most header fields in one request (431 beyond)."""
 
     @property
     def ports(self) -> list[int]:
@@ -86,7 +112,11 @@ class ServerSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
-        """Read `HOST`, `PORT`, `PORT_HEALTH`, `LOG_LEVEL` and `PODROUTE_ACCESS_LOG` (1/0)."""
+        """Read `HOST`, `PORT`, `PORT_HEALTH`, `LOG_LEVEL`, `PODROUTE_ACCESS_LOG` (1/0) and the limits.
+
+        Limits: `PODROUTE_KEEP_ALIVE_TIMEOUT`, `PODROUTE_HEADER_TIMEOUT` (seconds),
+        `PODROUTE_MAX_HEADER_BYTES`, `PODROUTE_MAX_URL_BYTES`, `PODROUTE_MAX_HEADERS`.
+        """
         env = os.environ if environ is None else environ
         port = _port_from(env, "PORT", 80)
         return cls(
@@ -95,4 +125,9 @@ class ServerSettings:
             port_health=_port_from(env, "PORT_HEALTH", port),
             log_level=log_level_from(env),
             access_log=env.get("PODROUTE_ACCESS_LOG", "1").strip() not in ("0", "false", "no"),
+            keep_alive_timeout=_seconds_from(env, "PODROUTE_KEEP_ALIVE_TIMEOUT", 65.0),
+            header_timeout=_seconds_from(env, "PODROUTE_HEADER_TIMEOUT", 10.0),
+            max_header_bytes=_int_from(env, "PODROUTE_MAX_HEADER_BYTES", 64 * 1024, minimum=8192),
+            max_url_bytes=_int_from(env, "PODROUTE_MAX_URL_BYTES", 8 * 1024, minimum=256),
+            max_header_count=_int_from(env, "PODROUTE_MAX_HEADERS", 100, minimum=10),
         )

@@ -1,0 +1,126 @@
+"""What every server `podroute` runs has in common: request limits and the access log.
+
+`ServingGuard` is ASGI middleware that `run_app` puts around any app it serves (a worker, the dev
+server, the runtime's gateway): it answers 414 for a request target longer than
+`max_url_bytes` and 431 for more than `max_header_count` header fields, the same on every server,
+and writes the access log (`podroute.logs.AccessLog`). The total size of the request head is
+bounded earlier, while the server parses it: Hypercorn and Granian by their own settings, uvicorn
+by `podroute.uvicorn_server`, so a huge header never reaches memory in full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import resource
+import time
+
+from podroute.dispatch import ASGIApp, Message, Receive, Scope, Send, choose_request_id, send_problem
+from podroute.errors import HTTPError
+from podroute.logs import AccessLog
+from podroute.settings import ServerSettings
+
+logger = logging.getLogger("podroute.server")
+_FD_DIR = "/proc/self/fd"
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            return choose_request_id(value.decode("latin-1"))
+    return choose_request_id(None)
+
+
+class ServingGuard:
+    """ASGI middleware: URL length and header count limits, then the access log."""
+
+    def __init__(self, app: ASGIApp, settings: ServerSettings, access_log: AccessLog | None) -> None:
+        self.app = app
+        self.max_url = settings.max_url_bytes
+        self.max_headers = settings.max_header_count
+        self.log = access_log
+        self._watchdog: asyncio.Future[None] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Check the limits, serve, and log the answer."""
+        if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self._watchdog is None:
+                self._watchdog = asyncio.ensure_future(watch_descriptors())
+            await self.app(scope, receive, send)
+            return
+        error = self._check(scope)
+        if error is not None:
+            await send_problem(send, error, _request_id(scope), extra={"Connection": "close"})
+            return
+        if self.log is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answer = [0, 0]  # status, body bytes
+
+        async def logged_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                answer[0] = message["status"]
+            elif message["type"] == "http.response.body":
+                answer[1] += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, logged_send)
+        finally:
+            client = scope.get("client")
+            target = scope["path"] + (
+                "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+            )
+            self.log.record(
+                f"{client[0]}:{client[1]}" if client else "-",
+                f"{scope['method']} {target} HTTP/{scope['http_version']}",
+                answer[0],
+                answer[1],
+                time.perf_counter() - started,
+            )
+
+    def _check(self, scope: Scope) -> HTTPError | None:
+        target = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])
+        if target > self.max_url:
+            return HTTPError(
+                414, f"the request target is longer than {self.max_url} bytes; send the data in a body"
+            )
+        if len(scope["headers"]) > self.max_headers:
+            return HTTPError(
+                431, f"the request has more than {self.max_headers} header fields; send fewer headers"
+            )
+        return None
+
+
+def _descriptor_limit() -> int | None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY or not os.path.isdir(_FD_DIR) else soft
+
+
+async def watch_descriptors(interval: float = 1.0, warn_at: float = 0.9, quiet_for: float = 10.0) -> None:
+    """Log a warning while the process uses `warn_at` of its descriptor limit or more.
+
+    Servers survive running out (EMFILE: the listener pauses, or libuv accepts and drops), but
+    none of them says so; this does, at most once every `quiet_for` seconds.
+    """
+    soft = _descriptor_limit()
+    if soft is None:
+        return
+    last_warning = -quiet_for
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            used = len(os.listdir(_FD_DIR))
+        except OSError:  # EMFILE: listing the descriptors needs one more
+            used = soft
+        now = time.monotonic()
+        if used >= soft * warn_at and now - last_warning >= quiet_for:
+            last_warning = now
+            logger.warning(
+                "%d of %d file descriptors in use: new connections are refused (EMFILE) at the "
+                "limit; raise it (ulimit -n) or find the clients holding connections open",
+                used,
+                soft,
+            )

@@ -1,0 +1,87 @@
+"""What an app built by `create_app` serves: mounts, bound routes and startup progress."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from podroute.binding import Binder
+from podroute.errors import HTTPError
+from podroute.registry import Route, StartupHook
+from podroute.resources import Resource
+from podroute.settings import AppSettings
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A resource served under a URL prefix (e.g. '/gpu'), with an optional docs tag."""
+
+    resource: Resource
+    prefix: str = ""
+    tag: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
+            raise ValueError(f"mount prefix {self.prefix!r} must start with '/' and not end with '/'")
+
+
+@dataclass
+class StartupState:
+    """Progress of one mount's startup hooks: 'starting', 'ready' or 'failed'."""
+
+    hooks: list[StartupHook]
+    status: str = "starting"
+    error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    ready_after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.hooks:
+            self.status = "ready"
+            self.ready_after_s = 0.0
+
+
+@dataclass(frozen=True)
+class BoundRoute:
+    """A route as served: its mount, full path and binder."""
+
+    route: Route
+    mount: Mount
+    binder: Binder
+    state: StartupState
+
+    @property
+    def full_path(self) -> str:
+        """The route's path including the mount prefix."""
+        return f"{self.mount.prefix}{self.route.path}"
+
+
+@dataclass
+class PodRouteState:
+    """What `create_app` attaches to the app as `app.extensions['podroute']`."""
+
+    settings: AppSettings
+    mounts: list[Mount]
+    routes: list[BoundRoute]
+    startup: list[StartupState]
+    openapi: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        """'failed' if any mount failed, else 'starting' while any hook runs, else 'ready'."""
+        statuses = {s.status for s in self.startup}
+        if "failed" in statuses:
+            return "failed"
+        return "starting" if "starting" in statuses else "ready"
+
+
+def not_ready_error(state: StartupState) -> HTTPError:
+    """The 503 a route answers while its mount's startup hooks run, or after they failed."""
+    if state.status == "failed":
+        return HTTPError(503, "the worker failed to start; check its logs")
+    return HTTPError(
+        503,
+        "the worker is still starting (startup hooks are running); retry shortly",
+        headers={"Retry-After": "1"},
+    )

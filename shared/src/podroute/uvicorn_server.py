@@ -1,0 +1,117 @@
+"""uvicorn as podroute runs it: a bounded request head, a header timeout, exit 0 after draining.
+
+Imported only when a server runs on uvicorn (`podroute.server`), so podroute works without it.
+"""
+
+from __future__ import annotations
+
+import signal
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from podroute.settings import ServerSettings
+
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/problem+json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n%s"
+)
+
+
+def limited_httptools_protocol(settings: ServerSettings) -> type[HttpToolsProtocol]:
+    """uvicorn's httptools protocol with a bound on the request head and a header timeout.
+
+    The request line plus headers may take `max_header_bytes` (431 and close beyond, checked as the
+    bytes arrive, so a huge header is never held in full), and must arrive within
+    `header_timeout` seconds of the connection opening or the request starting (closed after).
+    """
+    limit = settings.max_header_bytes
+    header_timeout = settings.header_timeout
+
+    class LimitedHttpToolsProtocol(HttpToolsProtocol):
+        _head_bytes = 0
+        _field_bytes = 0
+        _in_head = True
+        _head_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm_head_timer()
+
+        def _arm_head_timer(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+            self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
+
+        def _head_timed_out(self) -> None:
+            self._head_timer = None
+            if self._in_head and not self.transport.is_closing():
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            if self._in_head:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._in_head and self._head_bytes > limit and not self.transport.is_closing():
+                self._refuse_head()
+
+        def _refuse_head(self) -> None:
+            body = (
+                b'{"type":"about:blank","title":"Request Header Fields Too Large","status":431,'
+                b'"detail":"the request line and headers are larger than %d bytes; send smaller headers"}'
+                % limit
+            )
+            self.transport.write(_HEAD_TOO_LARGE % (len(body), body))
+            self.transport.close()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if not self._in_head:
+                self._in_head = True
+                self._head_bytes = 0
+                self._arm_head_timer()
+
+        def on_url(self, url: bytes) -> None:
+            self._field_bytes += len(url)
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._field_bytes += len(name) + len(value) + 4
+            super().on_header(name, value)
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            too_large = self._field_bytes > limit
+            self._head_bytes = self._field_bytes = 0
+            if too_large:
+                self._refuse_head()
+                return
+            super().on_headers_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+            super().connection_lost(exc)
+
+    return LimitedHttpToolsProtocol
+
+
+class GracefulUvicornServer(uvicorn.Server):
+    """uvicorn's server, exiting with status 0 after a graceful SIGTERM/SIGINT shutdown.
+
+    uvicorn re-raises the signal once it has drained, so the process dies by the signal (status
+    -15); a worker that drained cleanly should say so, as Hypercorn's does.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """Start the graceful shutdown (a second SIGINT forces it), without re-raising later."""
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True
+        else:
+            self.should_exit = True
