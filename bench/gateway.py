@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runtime_setup import deployed_cpu_service  # noqa: E402
+from runtime_setup import deployed_cpu_service
 
 ADDED_P50_TARGET_MS = 0.5
 _BLOCK = 100
@@ -129,7 +129,9 @@ def format_report(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the measurement and print the table (and write JSON with --json)."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--requests", type=int, default=2000, help="sequential requests each way")
     parser.add_argument("-d", "--duration", type=float, default=3.0, help="seconds per wrk run")
     parser.add_argument("-c", "--connections", type=int, default=32, help="wrk connections")

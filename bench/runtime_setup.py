@@ -106,12 +106,16 @@ def deployed_cpu_service(scaling: dict[str, int], cpu: str | None = None) -> Ite
             command = ["taskset", "-c", cpu, *command]
         env = {**os.environ, "LOG_LEVEL": "WARNING", "PODROUTE_RUNTIME_WAIT_S": "60"}
         log = (root / "runtime.log").open("wb")
-        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_http(f"{url}/control/health")
             token = (data / "token").read_text().strip()
-            _cli(["deploy", "new", "bench", "--runtime-url", url, "--token-file", str(data / "token")], project)
+            _cli(
+                ["deploy", "new", "bench", "--runtime-url", url, "--token-file", str(data / "token")], project
+            )
             _cli(["deploy", "send", "bench", "--timeout", "120"], project)
             entry = next(iter(Deployments(project).environments["bench"]["endpoints"].values()))
             deployed = DeployedRuntime(process, url, token, entry["id"], entry["url"], entry["api_key"])
