@@ -2,8 +2,9 @@
 
 - Requests go to the ready worker (current release first) with the fewest requests in flight; an
   `X-Runpod-Worker-Id` naming a ready worker is preferred.
-- desired workers = ceil((in flight + waiting) / scalerValue), clamped to [workersMin, workersMax];
-  a request waiting with no worker asks for at least one, so `workersMin = 0` scales from zero.
+- The desired worker count comes from `policy.desired_workers` (in flight + waiting over
+  scalerValue, within [workersMin, workersMax]); a waiting request scales from zero.
+- A request holds its worker through `lease()`, which releases it however the request ends.
 - A worker idle for `idleTimeout` above the desired count is drained, then stopped.
 - A new release (build or env) starts new workers; each outdated worker is drained once enough new
   ones are ready, so a rollout drops no request.
@@ -16,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
+from podroute.runtime.policy import ScalingDecision, desired_workers
 from podroute.runtime.state import EndpointRecord
 from podroute.runtime.workers import LIVE_STATES, Worker, WorkerSpec
 
@@ -32,6 +34,16 @@ SpecFactory = Callable[[EndpointRecord], Awaitable[WorkerSpec]]
 
 class NoWorkerError(Exception):
     """No worker became ready within the wait limit."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker held for one request: how long the request waited for it and whether it had to
+    wait for a worker to start (a cold start) rather than for a busy one."""
+
+    worker: Worker
+    waited_s: float
+    cold_start: bool
 
 
 class EndpointPool:
@@ -89,8 +101,22 @@ class EndpointPool:
                     return worker
         return min(candidates, key=lambda w: w.inflight)
 
+    @contextlib.asynccontextmanager
+    async def lease(self, wait_s: float, preferred: str | None = None) -> AsyncIterator[Lease]:
+        """Hold a ready worker for the block (waiting up to `wait_s`); released however it ends."""
+        started = time.monotonic()
+        cold = not self._routable()
+        worker = await self.acquire(wait_s, preferred)
+        try:
+            yield Lease(worker, time.monotonic() - started, cold)
+        finally:
+            self.release(worker)
+
     async def acquire(self, wait_s: float, preferred: str | None = None) -> Worker:
-        """A ready worker with the request counted in flight; waits up to `wait_s`."""
+        """A ready worker with the request counted in flight; waits up to `wait_s`.
+
+        Every successful `acquire` needs exactly one `release`; prefer `lease()`, which pairs them.
+        """
         deadline = time.monotonic() + wait_s
         worker = self.pick(preferred)
         if worker is None:
@@ -120,14 +146,13 @@ class EndpointPool:
         """Requests being served by this endpoint's workers."""
         return sum(w.inflight for w in self.workers)
 
+    def decision(self) -> ScalingDecision:
+        """What the scaling policy asks for under the current load."""
+        return desired_workers(self.record.scaling, self.inflight, self.waiting)
+
     def desired(self) -> int:
         """How many workers the load asks for, within [workersMin, workersMax]."""
-        scaling = self.record.scaling
-        demand = self.inflight + self.waiting
-        wanted = math.ceil(demand / scaling["scalerValue"])
-        if self.waiting and wanted == 0:
-            wanted = 1
-        return max(scaling["workersMin"], min(scaling["workersMax"], wanted))
+        return self.decision().workers
 
     def _decide(self, action: str, reason: str) -> None:
         entry = {"at": time.time(), "action": action, "reason": reason}
@@ -150,9 +175,10 @@ class EndpointPool:
         current = [
             w for w in self.workers if w.release_key == self.record.release.key and w.state in LIVE_STATES
         ]
-        desired = self.desired()
+        decision = self.decision()
+        desired = decision.workers
         if len(current) < desired:
-            await self._start_workers(desired - len(current), desired)
+            await self._start_workers(desired - len(current), decision.reason)
         self._drain_outdated(desired)
         self._drain_idle(current, desired)
         await self._stop_drained()
@@ -176,7 +202,7 @@ class EndpointPool:
             await worker.stop(grace_s=2)
             self.workers.remove(worker)
 
-    async def _start_workers(self, count: int, desired: int) -> None:
+    async def _start_workers(self, count: int, reason: str) -> None:
         if time.monotonic() < self._next_start_at:
             return
         try:
@@ -188,11 +214,6 @@ class EndpointPool:
             self.failures.append({**failure, "reason": str(error), "log": []})
             self._decide("start failed", str(error).splitlines()[0])
             return
-        scaling = self.record.scaling
-        reason = (
-            f"{self.inflight} in flight + {self.waiting} waiting, scalerValue {scaling['scalerValue']}"
-            f" -> {desired} desired (min {scaling['workersMin']}, max {scaling['workersMax']})"
-        )
         for _ in range(count):
             worker = Worker(spec)
             self.workers.append(worker)

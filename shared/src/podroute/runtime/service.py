@@ -4,8 +4,9 @@
     health    http://HOST:PORT/v2/<endpoint_id>/health  worker counts, like RunPod's
     control   http://HOST:PORT/control/...              Bearer <runtime token>
 
-Gateway answers follow RunPod's edge: 401 without the key, 400 `{"error": "no workers available"}`
-when no worker becomes ready within the wait limit, 413 over 30 MB, 524 past the execution limit.
+This module holds the endpoints and their builds (`LocalRuntime`) and the control API; the gateway
+(`podroute.runtime.gateway`) is ASGI middleware in front of it, and `podroute.runtime.listener`
+serves both.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ import hmac
 import logging
 import os
 import shutil
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from quart import Quart, Response, request
 
@@ -29,7 +28,9 @@ from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
-from podroute.runtime.pool import EndpointPool, NoWorkerError
+from podroute.runtime.gateway import Gateway
+from podroute.runtime.listener import ListenSettings
+from podroute.runtime.pool import EndpointPool
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -44,24 +45,6 @@ from podroute.runtime.workers import WorkerSpec
 from podroute.settings import SettingsError
 
 logger = logging.getLogger("podroute.runtime")
-
-GATEWAY_LIMIT_BYTES = 30 * 1024 * 1024
-WORKER_HEADER = "X-Runpod-Worker-Id"
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "authorization",
-        "content-length",
-    }
-)
 
 
 def _float_env(key: str, default: float) -> float:
@@ -85,6 +68,8 @@ class RuntimeSettings:
     execution_limit_s: float = 330.0
     startup_timeout_s: float = 600.0
     public_url: str = ""
+    keep_alive_s: float = 30.0
+    read_timeout_s: float = 360.0
     extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -92,9 +77,20 @@ class RuntimeSettings:
         """The gateway's URL as clients reach it."""
         return self.public_url or f"http://{self.host}:{self.port}"
 
+    @property
+    def listen(self) -> ListenSettings:
+        """Address and connection limits for the listener."""
+        return ListenSettings(
+            host=self.host,
+            port=self.port,
+            keep_alive_s=self.keep_alive_s,
+            read_timeout_s=self.read_timeout_s,
+        )
+
     @classmethod
     def from_env(cls) -> RuntimeSettings:
-        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S."""
+        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
+        KEEP_ALIVE_S (idle connections) and READ_TIMEOUT_S (a client silent mid-request)."""
         env = os.environ
         return cls(
             data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
@@ -104,6 +100,8 @@ class RuntimeSettings:
             environment_mode=env.get("PODROUTE_RUNTIME_ENV_MODE", "isolated"),
             wait_limit_s=_float_env("PODROUTE_RUNTIME_WAIT_S", 120.0),
             execution_limit_s=_float_env("PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
+            keep_alive_s=_float_env("PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
+            read_timeout_s=_float_env("PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
         )
 
 
@@ -130,14 +128,11 @@ class LocalRuntime:
         self.state = StateFile(self.data_dir)
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
-        self.http: httpx.AsyncClient | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Bring every stored endpoint back to its configured minimum."""
-        # no client timeout: the gateway applies the execution limit itself (524)
-        self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1000))  # noqa: S113
         for record in self.state.endpoints.values():
             self._start_pool(record)
         logger.info("runtime started with %d endpoint(s) in %s", len(self.pools), self.data_dir)
@@ -146,8 +141,6 @@ class LocalRuntime:
         """Stop every worker (endpoints stay configured for the next start)."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         self.pools.clear()
-        if self.http is not None:
-            await self.http.aclose()
 
     def _start_pool(self, record: EndpointRecord) -> EndpointPool:
         pool = EndpointPool(record, self._worker_spec)
@@ -316,77 +309,6 @@ class LocalRuntime:
             },
         }
 
-    # -- gateway --------------------------------------------------------------------------------
-
-    async def proxy(self, endpoint_id: str, path: str) -> Response:
-        """Forward one request to a worker of the endpoint, as RunPod's load balancer does."""
-        record = self.state.endpoints.get(endpoint_id)
-        if record is None:
-            return _json({"error": f"endpoint {endpoint_id} not found"}, 404)
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not record.accepts_key(auth[7:].strip()):
-            return _json({"error": "unauthorized: send Authorization: Bearer <endpoint api key>"}, 401)
-        length = request.content_length
-        if length is not None and length > GATEWAY_LIMIT_BYTES:
-            return _json({"error": "request body exceeds 30 MB"}, 413)
-        body = await _read_limited(GATEWAY_LIMIT_BYTES)
-        if body is None:
-            return _json({"error": "request body exceeds 30 MB"}, 413)
-        pool = self.pools[record.id]
-        try:
-            worker = await pool.acquire(self.settings.wait_limit_s, request.headers.get(WORKER_HEADER))
-        except NoWorkerError:
-            return _json({"error": "no workers available"}, 400)
-        return await self._forward(pool, worker, path, body, record)
-
-    async def _forward(
-        self, pool: EndpointPool, worker: Any, path: str, body: bytes, record: EndpointRecord
-    ) -> Response:
-        assert self.http is not None
-        limit = record.scaling["executionTimeoutMs"] / 1000 or self.settings.execution_limit_s
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        url = f"{worker.url}/{path}"
-        if request.query_string:
-            url += "?" + request.query_string.decode("latin-1")
-        outgoing = self.http.build_request(request.method, url, headers=headers, content=body)
-        released = False
-
-        def finish() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                pool.release(worker)
-
-        try:
-            upstream = await asyncio.wait_for(self.http.send(outgoing, stream=True), limit)
-        except TimeoutError:
-            finish()
-            return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
-        except httpx.HTTPError as error:
-            finish()
-            worker.state = "unhealthy" if worker.state == "ready" else worker.state
-            worker.failure = f"connection failed: {error}"
-            return _json({"error": "worker connection failed; retry the request"}, 502)
-        except BaseException:  # the client went away (cancelled): the request is no longer in flight
-            finish()
-            raise
-        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-        response_headers[WORKER_HEADER] = worker.id
-        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return Response(_stream(upstream, finish), status=upstream.status_code, headers=response_headers)
-        try:
-            content = await asyncio.wait_for(_read_response(upstream), limit)
-        except TimeoutError:
-            return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
-        except httpx.HTTPError:
-            return _json({"error": "worker connection failed; retry the request"}, 502)
-        finally:
-            await upstream.aclose()
-            finish()
-        if content is None:
-            return _json({"error": "response body exceeds 30 MB"}, 502)
-        return Response(content, status=upstream.status_code, headers=response_headers)
-
 
 def _env_of(payload: dict[str, Any]) -> dict[str, str]:
     env = payload.get("env") or {}
@@ -397,48 +319,31 @@ def _env_of(payload: dict[str, Any]) -> dict[str, str]:
     return dict(env)
 
 
-async def _read_limited(limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_response(upstream: httpx.Response) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in upstream.aiter_raw():
-        size += len(chunk)
-        if size > GATEWAY_LIMIT_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _stream(upstream: httpx.Response, finish: Any) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in upstream.aiter_raw():
-            yield chunk
-    finally:
-        await upstream.aclose()
-        finish()
-
-
 def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
-    """The runtime's Quart app: gateway, RunPod-style health and the control API."""
+    """The runtime's Quart app: RunPod-style health and the control API, behind the gateway.
+
+    The gateway is `app.extensions["podroute_gateway"]` (add request observers there).
+    """
     settings = settings or RuntimeSettings.from_env()
     runtime = LocalRuntime(settings)
     app = Quart("podroute.runtime")
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024 * 1024
+    gateway = Gateway(
+        app.asgi_app,
+        runtime.state,
+        runtime.pools,
+        wait_limit_s=settings.wait_limit_s,
+        execution_limit_s=settings.execution_limit_s,
+    )
+    app.asgi_app = gateway  # type: ignore[assignment]  # Quart's documented middleware hook
     app.extensions["podroute_runtime"] = runtime
+    app.extensions["podroute_gateway"] = gateway
     app.before_serving(runtime.start)
+    app.before_serving(gateway.start)
+    app.after_serving(gateway.close)
     app.after_serving(runtime.stop)
     _register_control(app, runtime)
-    _register_gateway(app, runtime)
+    _register_health(app, runtime)
     return app
 
 
@@ -508,9 +413,7 @@ def _register_control(app: Quart, runtime: LocalRuntime) -> None:
         return _json({"deleted": endpoint_id})
 
 
-def _register_gateway(app: Quart, runtime: LocalRuntime) -> None:
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-
+def _register_health(app: Quart, runtime: LocalRuntime) -> None:
     @app.get("/v2/<endpoint_id>/health")
     async def runpod_health(endpoint_id: str) -> Response:
         record = runtime.state.endpoints.get(endpoint_id)
@@ -518,9 +421,3 @@ def _register_gateway(app: Quart, runtime: LocalRuntime) -> None:
         if record is None or not record.accepts_key(auth.removeprefix("Bearer ").strip()):
             return _json({"error": "unauthorized"}, 401)
         return _json(runtime.worker_counts(endpoint_id))
-
-    async def gateway(endpoint_id: str, path: str = "") -> Response:
-        return await runtime.proxy(endpoint_id, path)
-
-    app.add_url_rule("/<endpoint_id>/", "gateway_root", gateway, methods=methods)
-    app.add_url_rule("/<endpoint_id>/<path:path>", "gateway", gateway, methods=methods)
