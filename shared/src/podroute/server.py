@@ -58,7 +58,8 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 50, 100)
 
 
-def _install_uvloop() -> bool:
+def install_uvloop() -> bool:
+    """Make uvloop the event loop policy when it is installed; True if it is."""
     try:
         import uvloop
     except ImportError:
@@ -67,7 +68,8 @@ def _install_uvloop() -> bool:
     return True
 
 
-def _shutdown_event() -> asyncio.Event:
+def shutdown_event() -> asyncio.Event:
+    """An event set by SIGTERM or SIGINT (call inside the running loop)."""
     event = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -76,7 +78,7 @@ def _shutdown_event() -> asyncio.Event:
     return event
 
 
-def _free_descriptors_on_close() -> None:
+def free_descriptors_on_close() -> None:
     """Make Hypercorn close a connection as soon as the client has closed it.
 
     Hypercorn 0.18 keeps the socket of a connection whose client closed it until the keep-alive
@@ -106,7 +108,7 @@ def hypercorn_config(settings: ServerSettings) -> Any:
     """
     from hypercorn.config import Config
 
-    _free_descriptors_on_close()
+    free_descriptors_on_close()
     config = Config()
     config.bind = [f"{settings.host}:{port}" for port in settings.ports]
     config.graceful_timeout = settings.graceful_timeout
@@ -125,7 +127,7 @@ def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any,
     config = hypercorn_config(settings)
 
     async def main() -> None:
-        stop = _shutdown_event()
+        stop = shutdown_event()
         await serve(app, config, shutdown_trigger=stop.wait)
 
     return main()
@@ -168,7 +170,7 @@ def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
         raise ServerError("uvicorn is not installed: pip install uvicorn httptools") from None
     config = uvicorn.Config(
         app,
-        loop="uvloop" if _install_uvloop() else "asyncio",
+        loop="uvloop" if install_uvloop() else "asyncio",
         http=limited_httptools_protocol(settings),
         lifespan="on",
         log_config=None,
@@ -244,7 +246,7 @@ def run_app(app: Quart, settings: ServerSettings, server: str = "hypercorn", tar
 
 
 def _serve_hypercorn(app: Quart, settings: ServerSettings, ports: str) -> None:
-    _install_uvloop()
+    install_uvloop()
     coroutine = _hypercorn_main(app, settings)
     tune_gc()
     try:

@@ -11,18 +11,13 @@ by `podroute.uvicorn_server`, so a huge header never reaches memory in full.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import resource
 import time
 
+from podroute.descriptors import DescriptorWatch
 from podroute.dispatch import ASGIApp, Message, Receive, Scope, Send, choose_request_id, send_problem
 from podroute.errors import HTTPError
 from podroute.logs import AccessLog
 from podroute.settings import ServerSettings
-
-logger = logging.getLogger("podroute.server")
-_FD_DIR = "/proc/self/fd"
 
 
 def _request_id(scope: Scope) -> str:
@@ -46,7 +41,7 @@ class ServingGuard:
         """Check the limits, serve, and log the answer."""
         if scope["type"] != "http":
             if scope["type"] == "lifespan" and self._watchdog is None:
-                self._watchdog = asyncio.ensure_future(watch_descriptors())
+                self._watchdog = asyncio.ensure_future(DescriptorWatch().run())
             await self.app(scope, receive, send)
             return
         error = self._check(scope)
@@ -92,35 +87,3 @@ class ServingGuard:
                 431, f"the request has more than {self.max_headers} header fields; send fewer headers"
             )
         return None
-
-
-def _descriptor_limit() -> int | None:
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if soft == resource.RLIM_INFINITY or not os.path.isdir(_FD_DIR) else soft
-
-
-async def watch_descriptors(interval: float = 1.0, warn_at: float = 0.9, quiet_for: float = 10.0) -> None:
-    """Log a warning while the process uses `warn_at` of its descriptor limit or more.
-
-    Servers survive running out (EMFILE: the listener pauses, or libuv accepts and drops), but
-    none of them says so; this does, at most once every `quiet_for` seconds.
-    """
-    soft = _descriptor_limit()
-    if soft is None:
-        return
-    last_warning = -quiet_for
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            used = len(os.listdir(_FD_DIR))
-        except OSError:  # EMFILE: listing the descriptors needs one more
-            used = soft
-        now = time.monotonic()
-        if used >= soft * warn_at and now - last_warning >= quiet_for:
-            last_warning = now
-            logger.warning(
-                "%d of %d file descriptors in use: new connections are refused (EMFILE) at the "
-                "limit; raise it (ulimit -n) or find the clients holding connections open",
-                used,
-                soft,
-            )

@@ -226,7 +226,7 @@ def test_descriptors_are_freed_and_exhaustion_survived(tmp_path: Path) -> None:
         wait_for(lambda: open_descriptors(pid) <= baseline + 5, 3, "descriptors back after the flood")
         time.sleep(1.2)  # one more watch interval: the recovery is logged too
     logged = [json.loads(line) for line in runtime.server.output.splitlines() if line.startswith("{")]
-    messages = [entry["msg"] for entry in logged if entry["logger"] == "podroute.runtime.listener"]
+    messages = [entry["msg"] for entry in logged if entry["logger"] == "podroute.descriptors"]
     assert any(m.startswith("descriptor limit nearly reached") for m in messages), messages
     assert any(m.startswith("descriptors back to") for m in messages), messages
 
