@@ -2,9 +2,11 @@
 
 - Requests go to the ready worker (current release first) with the fewest requests in flight; an
   `X-Runpod-Worker-Id` naming a ready worker is preferred.
-- desired workers = ceil((in flight + waiting) / scalerValue), clamped to [workersMin, workersMax];
-  a request waiting with no worker asks for at least one, so `workersMin = 0` scales from zero.
-- A worker idle for `idleTimeout` above the desired count is drained, then stopped.
+- How many workers, and which idle ones to drain, is decided by `podroute.runtime.policy` (pure
+  functions the what-if replay calls too): desired = ceil((in flight + waiting) / scalerValue)
+  within [workersMin, workersMax]; a worker idle for `idleTimeout` above the desired count is
+  drained, then stopped.
+- Every decision, worker transition and worker log line goes to the metrics store, when given.
 - A new release (build or env) starts new workers; each outdated worker is drained once enough new
   ones are ready, so a rollout drops no request.
 - Unhealthy or dead workers leave the pool and are replaced, with a growing back-off when a release
@@ -16,12 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from podroute.runtime.metrics import MetricsStore
+from podroute.runtime.policy import (
+    IdleWorker,
+    ScaleDecision,
+    ScalingSettings,
+    choose_idle_drains,
+    decide_workers,
+)
 from podroute.runtime.state import EndpointRecord
 from podroute.runtime.workers import LIVE_STATES, Worker, WorkerSpec
 
@@ -37,8 +46,15 @@ class NoWorkerError(Exception):
 class EndpointPool:
     """The workers of one endpoint and the loop that scales them."""
 
-    def __init__(self, record: EndpointRecord, make_spec: SpecFactory, tick_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        record: EndpointRecord,
+        make_spec: SpecFactory,
+        tick_s: float = 0.1,
+        metrics: MetricsStore | None = None,
+    ) -> None:
         self.record = record
+        self.metrics = metrics
         self.workers: list[Worker] = []
         self.waiting = 0
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -120,19 +136,34 @@ class EndpointPool:
         """Requests being served by this endpoint's workers."""
         return sum(w.inflight for w in self.workers)
 
+    def decision(self) -> ScaleDecision:
+        """The policy's answer for the current load."""
+        return decide_workers(self.inflight, self.waiting, ScalingSettings.from_scaling(self.record.scaling))
+
     def desired(self) -> int:
         """How many workers the load asks for, within [workersMin, workersMax]."""
-        scaling = self.record.scaling
-        demand = self.inflight + self.waiting
-        wanted = math.ceil(demand / scaling["scalerValue"])
-        if self.waiting and wanted == 0:
-            wanted = 1
-        return max(scaling["workersMin"], min(scaling["workersMax"], wanted))
+        return self.decision().desired
 
     def _decide(self, action: str, reason: str) -> None:
         entry = {"at": time.time(), "action": action, "reason": reason}
         self.decisions.append(entry)
         logger.info("endpoint %s: %s (%s)", self.record.id, action, reason)
+        if self.metrics is not None:
+            live = sum(1 for w in self.workers if w.state in LIVE_STATES)
+            self.metrics.record_decision(
+                self.record.id, action, reason, self.inflight, self.waiting, live, self.desired()
+            )
+
+    def _worker_state(self, worker: Worker, state: str, reason: str) -> None:
+        if self.metrics is not None:
+            startup = worker.startup_s if state == "ready" else None
+            self.metrics.record_worker_event(
+                self.record.id, worker.id, state, reason, worker.release_key, startup
+            )
+
+    def _worker_log(self, worker: Worker, line: str) -> None:
+        if self.metrics is not None:
+            self.metrics.record_log(self.record.id, worker.id, line)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -147,12 +178,16 @@ class EndpointPool:
     async def reconcile(self) -> None:
         """One scaling step: drop the dead, start what is missing, drain what is idle or old."""
         await self._remove_unhealthy()
+        if self.metrics is not None:
+            live = sum(1 for w in self.workers if w.state in LIVE_STATES)
+            self.metrics.sample_load(self.record.id, self.inflight + self.waiting, live, time.time())
         current = [
             w for w in self.workers if w.release_key == self.record.release.key and w.state in LIVE_STATES
         ]
-        desired = self.desired()
+        decision = self.decision()
+        desired = decision.desired
         if len(current) < desired:
-            await self._start_workers(desired - len(current), desired)
+            await self._start_workers(desired - len(current), decision)
         self._drain_outdated(desired)
         self._drain_idle(current, desired)
         await self._stop_drained()
@@ -176,7 +211,7 @@ class EndpointPool:
             await worker.stop(grace_s=2)
             self.workers.remove(worker)
 
-    async def _start_workers(self, count: int, desired: int) -> None:
+    async def _start_workers(self, count: int, decision: ScaleDecision) -> None:
         if time.monotonic() < self._next_start_at:
             return
         try:
@@ -188,16 +223,11 @@ class EndpointPool:
             self.failures.append({**failure, "reason": str(error), "log": []})
             self._decide("start failed", str(error).splitlines()[0])
             return
-        scaling = self.record.scaling
-        reason = (
-            f"{self.inflight} in flight + {self.waiting} waiting, scalerValue {scaling['scalerValue']}"
-            f" -> {desired} desired (min {scaling['workersMin']}, max {scaling['workersMax']})"
-        )
         for _ in range(count):
-            worker = Worker(spec)
+            worker = Worker(spec, on_state=self._worker_state, on_log=self._worker_log)
             self.workers.append(worker)
             await worker.start()
-            self._decide("scale out", f"started {worker.id}: {reason}")
+            self._decide("scale out", f"{decision.reason} -> start {worker.id}")
 
     def _drain_outdated(self, desired: int) -> None:
         ready_current = sum(
@@ -210,32 +240,26 @@ class EndpointPool:
             self._consecutive_failures = 0
         keep = max(0, desired - ready_current)
         for worker in sorted(outdated, key=lambda w: w.inflight)[: max(0, len(outdated) - keep)]:
-            worker.state = "draining"
-            self._decide(
-                "drain", f"{worker.id} runs an outdated release; {ready_current} new worker(s) ready"
-            )
+            reason = f"{worker.id} runs an outdated release; {ready_current} new worker(s) ready"
+            worker.set_state("draining", reason)
+            self._decide("drain", reason)
 
     def _drain_idle(self, current: list[Worker], desired: int) -> None:
         live = [w for w in current if w.state in LIVE_STATES]
         over_max = len(live) - self.record.scaling["workersMax"]
         if over_max > 0:  # a lowered workersMax applies at once: drain the least busy
             for worker in sorted(live, key=lambda w: (w.state == "ready", w.inflight))[:over_max]:
-                worker.state = "draining"
-                self._decide("scale in", f"{worker.id} above workersMax {self.record.scaling['workersMax']}")
+                reason = f"{worker.id} above workersMax {self.record.scaling['workersMax']}"
+                worker.set_state("draining", reason)
+                self._decide("scale in", reason)
             live = [w for w in live if w.state in LIVE_STATES]
-        idle_timeout = self.record.scaling["idleTimeout"]
         now = time.monotonic()
-        idle = sorted(
-            (
-                w
-                for w in live
-                if w.state == "ready" and w.inflight == 0 and now - w.last_active >= idle_timeout
-            ),
-            key=lambda w: w.last_active,
-        )
-        for worker in idle[: max(0, len(live) - desired)]:
-            worker.state = "draining"
-            self._decide("scale in", f"{worker.id} idle for {idle_timeout}s; {desired} desired")
+        idle = [IdleWorker(w.id, now - w.last_active) for w in live if w.state == "ready" and w.inflight == 0]
+        by_id = {w.id: w for w in live}
+        settings = ScalingSettings.from_scaling(self.record.scaling)
+        for worker_id, reason in choose_idle_drains(len(live), desired, idle, settings):
+            by_id[worker_id].set_state("draining", reason)
+            self._decide("scale in", reason)
 
     async def _stop_drained(self) -> None:
         for worker in [w for w in self.workers if w.state == "draining" and w.inflight == 0]:

@@ -3,6 +3,11 @@
     gateway   http://HOST:PORT/<endpoint_id>/<path>    Bearer <endpoint api key>
     health    http://HOST:PORT/v2/<endpoint_id>/health  worker counts, like RunPod's
     control   http://HOST:PORT/control/...              Bearer <runtime token>
+    metrics   http://HOST:PORT/metrics                  Bearer <runtime token> (Prometheus text)
+
+Every forwarded request is handed, once finished, to the runtime's observers (`RequestFacts`); the
+metrics store is the first of them. The control API reads it back under
+`/control/endpoints/<id>/{metrics,requests,workers,scaling,logs,cost,replay}`.
 
 Gateway answers follow RunPod's edge: 401 without the key, 400 `{"error": "no workers available"}`
 when no worker becomes ready within the wait limit, 413 over 30 MB, 524 past the execution limit.
@@ -13,10 +18,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import logging
 import os
+import re
 import shutil
-from collections.abc import AsyncIterator
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +36,13 @@ from quart import Quart, Response, request
 
 from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
+from podroute.cost import load_price_file
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
+from podroute.runtime.metrics import MetricsSettings, MetricsStore, RequestFacts
+from podroute.runtime.observability import EndpointFacts, Observability, register_observability
 from podroute.runtime.pool import EndpointPool, NoWorkerError
+from podroute.runtime.routes import RouteTable
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -47,6 +60,10 @@ logger = logging.getLogger("podroute.runtime")
 
 GATEWAY_LIMIT_BYTES = 30 * 1024 * 1024
 WORKER_HEADER = "X-Runpod-Worker-Id"
+REQUEST_ID_HEADER = "X-Request-ID"
+_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_ID_PREFIX = "gw" + uuid.uuid4().hex[:12]
+_id_counter = itertools.count(1)
 _HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -86,6 +103,8 @@ class RuntimeSettings:
     startup_timeout_s: float = 600.0
     public_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    daily_budget_usd: float = 0.0
 
     @property
     def base_url(self) -> str:
@@ -94,9 +113,16 @@ class RuntimeSettings:
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
-        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S."""
+        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
+        METRICS_RETENTION_S (7 days), METRICS_RAW_LIMIT (10000 requests), DAILY_BUDGET_USD (0 = none)."""
         env = os.environ
+        metrics = MetricsSettings(
+            retention_s=_float_env("PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
+            raw_limit=int(_float_env("PODROUTE_RUNTIME_METRICS_RAW_LIMIT", 10_000)),
+        )
         return cls(
+            metrics=metrics,
+            daily_budget_usd=_float_env("PODROUTE_RUNTIME_DAILY_BUDGET_USD", 0.0),
             data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
             host=env.get("PODROUTE_RUNTIME_HOST", "localhost"),
             port=int(env.get("PODROUTE_RUNTIME_PORT", "8800")),
@@ -131,6 +157,11 @@ class LocalRuntime:
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
         self.http: httpx.AsyncClient | None = None
+        self.metrics = MetricsStore(self.data_dir / "metrics.sqlite3", settings.metrics)
+        self.observers: list[Callable[[RequestFacts], None]] = [self.metrics.record_request]
+        """Called with every finished gateway request (the one hook of the forward path)."""
+        self._route_tables: dict[str, RouteTable] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -140,6 +171,7 @@ class LocalRuntime:
         self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1000))  # noqa: S113
         for record in self.state.endpoints.values():
             self._start_pool(record)
+        self._flusher = asyncio.create_task(self.metrics.run_flusher())
         logger.info("runtime started with %d endpoint(s) in %s", len(self.pools), self.data_dir)
 
     async def stop(self) -> None:
@@ -148,9 +180,12 @@ class LocalRuntime:
         self.pools.clear()
         if self.http is not None:
             await self.http.aclose()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await asyncio.to_thread(self.metrics.close)
 
     def _start_pool(self, record: EndpointRecord) -> EndpointPool:
-        pool = EndpointPool(record, self._worker_spec)
+        pool = EndpointPool(record, self._worker_spec, metrics=self.metrics)
         self.pools[record.id] = pool
         pool.start()
         return pool
@@ -316,6 +351,32 @@ class LocalRuntime:
             },
         }
 
+    def load(self) -> dict[str, dict[str, Any]]:
+        """In flight, waiting and workers by state of every endpoint (for the Prometheus gauges)."""
+        result: dict[str, dict[str, Any]] = {}
+        for endpoint_id, pool in self.pools.items():
+            counts: dict[str, int] = {}
+            for worker in pool.workers:
+                counts[worker.state] = counts.get(worker.state, 0) + 1
+            result[endpoint_id] = {"inflight": pool.inflight, "waiting": pool.waiting, "workers": counts}
+        return result
+
+    def routes_of(self, record: EndpointRecord, release_key: str) -> RouteTable:
+        """The route table of the build a release runs."""
+        table = self._route_tables.get(release_key)
+        if table is None:
+            build = next((r.build for r in record.releases if r.key == release_key), record.release.build)
+            table = self._route_tables[release_key] = RouteTable(self.state.builds[build]["routes"])
+        return table
+
+    def observe(self, facts: RequestFacts) -> None:
+        """Hand a finished request to every observer; an observer's failure never fails the request."""
+        for observer in self.observers:
+            try:
+                observer(facts)
+            except Exception:
+                logger.exception("request observer %r failed", observer)
+
     # -- gateway --------------------------------------------------------------------------------
 
     async def proxy(self, endpoint_id: str, path: str) -> Response:
@@ -333,59 +394,123 @@ class LocalRuntime:
         if body is None:
             return _json({"error": "request body exceeds 30 MB"}, 413)
         pool = self.pools[record.id]
+        arrived, started = time.time(), time.monotonic()
+        preferred = request.headers.get(WORKER_HEADER)
+        rid = request.headers.get(REQUEST_ID_HEADER, "")
+        if not _SANE_REQUEST_ID.match(rid):
+            rid = f"{_ID_PREFIX}{next(_id_counter):012x}"
+        cold = pool.pick(preferred) is None
+        trace = _Trace(self, record, request.method, path, arrived, started, rid, len(body))
         try:
-            worker = await pool.acquire(self.settings.wait_limit_s, request.headers.get(WORKER_HEADER))
+            worker = await pool.acquire(self.settings.wait_limit_s, preferred)
         except NoWorkerError:
+            trace.wait_s, trace.cold = time.monotonic() - started, True
+            trace.done(400, 0)
             return _json({"error": "no workers available"}, 400)
-        return await self._forward(pool, worker, path, body, record)
+        trace.wait_s, trace.cold = time.monotonic() - started, cold
+        trace.worker, trace.release = worker.id, worker.release_key
+        return await self._forward(pool, worker, path, body, record, trace)
 
     async def _forward(
-        self, pool: EndpointPool, worker: Any, path: str, body: bytes, record: EndpointRecord
+        self, pool: EndpointPool, worker: Any, path: str, body: bytes, record: EndpointRecord, trace: _Trace
     ) -> Response:
         assert self.http is not None
         limit = record.scaling["executionTimeoutMs"] / 1000 or self.settings.execution_limit_s
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        headers[REQUEST_ID_HEADER] = trace.request_id
         url = f"{worker.url}/{path}"
         if request.query_string:
             url += "?" + request.query_string.decode("latin-1")
         outgoing = self.http.build_request(request.method, url, headers=headers, content=body)
         released = False
 
-        def finish() -> None:
+        def finish(status: int, size: int) -> None:
             nonlocal released
             if not released:
                 released = True
                 pool.release(worker)
+                trace.done(status, size)
 
         try:
             upstream = await asyncio.wait_for(self.http.send(outgoing, stream=True), limit)
         except TimeoutError:
-            finish()
+            finish(524, 0)
             return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
         except httpx.HTTPError as error:
-            finish()
-            worker.state = "unhealthy" if worker.state == "ready" else worker.state
+            finish(502, 0)
             worker.failure = f"connection failed: {error}"
+            if worker.state == "ready":
+                worker.set_state("unhealthy", worker.failure)
             return _json({"error": "worker connection failed; retry the request"}, 502)
         except BaseException:  # the client went away (cancelled): the request is no longer in flight
-            finish()
+            finish(499, 0)
             raise
         response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
         response_headers[WORKER_HEADER] = worker.id
+        if "x-request-id" not in upstream.headers:
+            response_headers[REQUEST_ID_HEADER] = trace.request_id
+        status = upstream.status_code
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return Response(_stream(upstream, finish), status=upstream.status_code, headers=response_headers)
+            return Response(_stream(upstream, status, finish), status=status, headers=response_headers)
+        content: bytes | None = None
         try:
             content = await asyncio.wait_for(_read_response(upstream), limit)
         except TimeoutError:
+            status = 524
             return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
         except httpx.HTTPError:
+            status = 502
             return _json({"error": "worker connection failed; retry the request"}, 502)
         finally:
             await upstream.aclose()
-            finish()
+            finish(status if content is not None else max(status, 502), len(content or b""))
         if content is None:
             return _json({"error": "response body exceeds 30 MB"}, 502)
         return Response(content, status=upstream.status_code, headers=response_headers)
+
+
+class _Trace:
+    """What the forward path learns about one request, turned into RequestFacts when it is done."""
+
+    __slots__ = ("arrived", "body_size", "cold", "method", "path", "record", "release", "request_id",
+                 "runtime", "started", "wait_s", "worker")  # fmt: skip
+
+    def __init__(
+        self,
+        runtime: LocalRuntime,
+        record: EndpointRecord,
+        method: str,
+        path: str,
+        arrived: float,
+        started: float,
+        request_id: str,
+        body_size: int,
+    ) -> None:
+        self.runtime, self.record, self.method, self.path = runtime, record, method, path
+        self.arrived, self.started, self.request_id, self.body_size = arrived, started, request_id, body_size
+        self.wait_s, self.cold, self.worker, self.release = 0.0, False, "", record.release.key
+
+    def done(self, status: int, bytes_out: int) -> None:
+        """The response is complete: hand its facts to the runtime's observers."""
+        route = self.runtime.routes_of(self.record, self.release).match(self.method, self.path)
+        self.runtime.observe(
+            RequestFacts(
+                endpoint=self.record.id,
+                method=self.method,
+                path="/" + self.path,
+                route=route,
+                status=status,
+                at=self.arrived,
+                duration_s=time.monotonic() - self.started,
+                wait_s=self.wait_s,
+                cold_start=self.cold,
+                worker=self.worker,
+                release=self.release,
+                request_id=self.request_id,
+                bytes_in=self.body_size,
+                bytes_out=bytes_out,
+            )
+        )
 
 
 def _env_of(payload: dict[str, Any]) -> dict[str, str]:
@@ -419,13 +544,17 @@ async def _read_response(upstream: httpx.Response) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _stream(upstream: httpx.Response, finish: Any) -> AsyncIterator[bytes]:
+async def _stream(
+    upstream: httpx.Response, status: int, finish: Callable[[int, int], None]
+) -> AsyncIterator[bytes]:
+    size = 0
     try:
         async for chunk in upstream.aiter_raw():
+            size += len(chunk)
             yield chunk
     finally:
         await upstream.aclose()
-        finish()
+        finish(status, size)
 
 
 def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
@@ -438,8 +567,31 @@ def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
     app.before_serving(runtime.start)
     app.after_serving(runtime.stop)
     _register_control(app, runtime)
+    _register_observability(app, runtime)
     _register_gateway(app, runtime)
     return app
+
+
+def _register_observability(app: Quart, runtime: LocalRuntime) -> None:
+    prices = load_price_file()
+
+    def facts(endpoint_id: str) -> EndpointFacts:
+        record = runtime.state.endpoints[endpoint_id]
+        resource = runtime.state.builds[record.release.build]["resource"]
+        return EndpointFacts(id=record.id, scaling=dict(record.scaling), resource=resource)
+
+    async def authorized() -> Response | None:
+        return _check_token(runtime)
+
+    view = Observability(
+        metrics=runtime.metrics,
+        endpoint=facts,
+        prices=lambda: prices,
+        load=runtime.load,
+        authorized=authorized,
+        daily_budget_usd=runtime.settings.daily_budget_usd,
+    )
+    register_observability(app, view)
 
 
 def _check_token(runtime: LocalRuntime) -> Response | None:
