@@ -216,6 +216,7 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _runtime(args: argparse.Namespace) -> int:
+    from podroute.runtime.listener import serve_runtime
     from podroute.runtime.service import RuntimeSettings, create_runtime_app
 
     settings = RuntimeSettings.from_env()
@@ -236,8 +237,7 @@ def _runtime(args: argparse.Namespace) -> int:
         f"control token in {settings.data_dir / 'token'}",
         file=sys.stderr,
     )
-    server = ServerSettings(host=settings.host, port=settings.port, log_level=log_level_from(os.environ))
-    run_app(app, server)
+    serve_runtime(app, settings.listen)
     return 0
 
 

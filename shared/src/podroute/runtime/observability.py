@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,11 +24,8 @@ from quart import Quart, Response, request
 
 from podroute.cost import PriceError, PriceTable, estimate_cost, worker_intervals, worker_price_per_hour
 from podroute.runtime.metrics import WINDOWS, MetricsStore
-from podroute.runtime.policy import ScalingSettings
 from podroute.runtime.prometheus import CONTENT_TYPE, LoadReader, render_metrics
-from podroute.runtime.replay import actual_result, replay, trace_from_records
-
-_SCALING_KEYS = ("workersMin", "workersMax", "scalerValue", "idleTimeout")
+from podroute.runtime.replay import SCALING_KEYS, actual_result, replay, trace_from_records
 
 
 @dataclass(frozen=True)
@@ -121,21 +117,19 @@ def _replay(view: Observability, facts: EndpointFacts, payload: dict[str, Any]) 
         hourly = worker_price_per_hour(facts.resource, view.prices())
     except PriceError:
         hourly = 0.0
-    real = ScalingSettings.from_scaling(dict(facts.scaling))
+    real = {k: facts.scaling[k] for k in SCALING_KEYS}
     variants = payload.get("variants") or []
     if not isinstance(variants, list) or not all(isinstance(v, dict) for v in variants):
         raise ObservabilityError(400, 'variants must be a list of objects such as {"workersMin": 1}')
     results = []
     for variant in [{}, *variants]:
-        unknown = sorted(set(variant) - set(_SCALING_KEYS))
+        unknown = sorted(set(variant) - set(SCALING_KEYS))
         if unknown:
             raise ObservabilityError(
-                400, f"unknown setting(s) {', '.join(unknown)}; use {', '.join(_SCALING_KEYS)}"
+                400, f"unknown setting(s) {', '.join(unknown)}; use {', '.join(SCALING_KEYS)}"
             )
-        settings = dataclasses.replace(real, **{k: type(getattr(real, k))(v) for k, v in variant.items()})
-        results.append(
-            {"settings": dataclasses.asdict(settings), **replay(trace, settings, hourly).to_json()}
-        )
+        settings = {**real, **{k: int(v) for k, v in variant.items()}}
+        results.append({"settings": settings, **replay(trace, settings, hourly).to_json()})
     return {
         "since": since,
         "until": until,
@@ -143,7 +137,7 @@ def _replay(view: Observability, facts: EndpointFacts, payload: dict[str, Any]) 
         "cold_start_s": round(trace.cold_start_s, 3),
         "stop_s": round(trace.stop_s, 3),
         "actual": {
-            "settings": dataclasses.asdict(real),
+            "settings": real,
             **actual_result(requests, events, since, until, hourly).to_json(),
         },
         "replayed": results,

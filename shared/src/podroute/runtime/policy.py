@@ -1,8 +1,9 @@
-"""The autoscaling policy as pure functions: the runtime's pool and the what-if replay both call them.
+"""The autoscaling policy: pure functions from an endpoint's load and scaling settings to what the
+pool should do, with the reason in words. The runtime's pool and the what-if replay
+(`podroute.runtime.replay`) both call them: one policy, two callers.
 
-- `decide_workers`: desired workers = ceil((in flight + waiting) / scalerValue), clamped to
-  [workersMin, workersMax]; a waiting request with no worker asks for at least one, so
-  `workersMin = 0` scales from zero.
+- `desired_workers`: ceil((in flight + waiting) / scalerValue), clamped to [workersMin, workersMax];
+  a request waiting with no worker asks for at least one, so `workersMin = 0` scales from zero.
 - `choose_idle_drains`: among ready workers idle for at least `idleTimeout`, the longest idle are
   drained while more workers are live than desired.
 
@@ -12,38 +13,16 @@ Neither reads a clock, touches a worker or logs: inputs in, decision (with its r
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
-class ScalingSettings:
-    """The knobs the policy reads (RunPod's names)."""
+class ScalingDecision:
+    """How many workers the endpoint should have, and why."""
 
-    workersMin: int
-    workersMax: int
-    scalerValue: int
-    idleTimeout: float
-
-    @classmethod
-    def from_scaling(cls, scaling: dict[str, int]) -> ScalingSettings:
-        """From an endpoint's `scaling` dict."""
-        return cls(
-            workersMin=int(scaling["workersMin"]),
-            workersMax=int(scaling["workersMax"]),
-            scalerValue=max(1, int(scaling["scalerValue"])),
-            idleTimeout=float(scaling["idleTimeout"]),
-        )
-
-
-@dataclass(frozen=True)
-class ScaleDecision:
-    """How many workers the load asks for, and why, with the inputs that led there."""
-
-    desired: int
+    workers: int
     reason: str
-    inflight: int
-    waiting: int
 
 
 @dataclass(frozen=True)
@@ -54,32 +33,32 @@ class IdleWorker:
     idle_s: float
 
 
-def decide_workers(inflight: int, waiting: int, settings: ScalingSettings) -> ScaleDecision:
-    """Desired worker count for `inflight` + `waiting` requests under `settings`."""
+def desired_workers(scaling: Mapping[str, float], inflight: int, waiting: int) -> ScalingDecision:
+    """The worker count `scaling` (workersMin, workersMax, scalerValue) asks for under this load."""
+    minimum, maximum = int(scaling["workersMin"]), int(scaling["workersMax"])
+    scaler = max(1, int(scaling["scalerValue"]))
     demand = inflight + waiting
-    wanted = math.ceil(demand / settings.scalerValue)
-    reason = f"{demand} in flight / scalerValue {settings.scalerValue} -> {wanted} workers"
-    if waiting and wanted == 0:
-        wanted = 1
-        reason = f"{waiting} waiting with no worker -> 1 worker"
-    desired = min(settings.workersMax, wanted)
-    if desired < wanted:
-        reason += f", capped at workersMax {settings.workersMax}"
-    if desired < settings.workersMin:
-        desired = settings.workersMin
-        reason += f", raised to workersMin {settings.workersMin}"
-    return ScaleDecision(desired=desired, reason=reason, inflight=inflight, waiting=waiting)
+    wanted = math.ceil(demand / scaler)  # >= 1 whenever a request waits
+    reason = f"{inflight} in flight + {waiting} waiting / scalerValue {scaler} -> {wanted} workers"
+    workers = wanted
+    if workers > maximum:
+        workers = maximum
+        reason += f", capped at workersMax {maximum}"
+    if workers < minimum:
+        workers = minimum
+        reason += f", raised to workersMin {minimum}"
+    return ScalingDecision(workers, reason)
 
 
 def choose_idle_drains(
-    live: int, desired: int, idle: Sequence[IdleWorker], settings: ScalingSettings
+    live: int, desired: int, idle: Sequence[IdleWorker], idle_timeout_s: float
 ) -> list[tuple[str, str]]:
     """Workers to drain (id, reason): idle >= idleTimeout, longest idle first, down to `desired`."""
-    expired = sorted((w for w in idle if w.idle_s >= settings.idleTimeout), key=lambda w: -w.idle_s)
+    expired = sorted((w for w in idle if w.idle_s >= idle_timeout_s), key=lambda w: -w.idle_s)
     return [
         (
             worker.id,
-            f"idle {worker.idle_s:.0f} s >= idleTimeout {settings.idleTimeout:g} s -> drain {worker.id}"
+            f"idle {worker.idle_s:.0f} s >= idleTimeout {idle_timeout_s:g} s -> drain {worker.id}"
             f" ({live} live, {desired} desired)",
         )
         for worker in expired[: max(0, live - desired)]

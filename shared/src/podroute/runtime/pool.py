@@ -2,11 +2,13 @@
 
 - Requests go to the ready worker (current release first) with the fewest requests in flight; an
   `X-Runpod-Worker-Id` naming a ready worker is preferred.
-- How many workers, and which idle ones to drain, is decided by `podroute.runtime.policy` (pure
-  functions the what-if replay calls too): desired = ceil((in flight + waiting) / scalerValue)
-  within [workersMin, workersMax]; a worker idle for `idleTimeout` above the desired count is
-  drained, then stopped.
-- Every decision, worker transition and worker log line goes to the metrics store, when given.
+- The desired worker count comes from `policy.desired_workers` (in flight + waiting over
+  scalerValue, within [workersMin, workersMax]); a waiting request scales from zero.
+- A request holds its worker through `lease()`, which releases it however the request ends.
+- A worker idle for `idleTimeout` above the desired count is drained, then stopped
+  (`policy.choose_idle_drains`).
+- Every decision (with its inputs), worker transition and worker log line goes to the metrics
+  store, when the pool has one.
 - A new release (build or env) starts new workers; each outdated worker is drained once enough new
   ones are ready, so a rollout drops no request.
 - Unhealthy or dead workers leave the pool and are replaced, with a growing back-off when a release
@@ -20,17 +22,12 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from podroute.runtime.metrics import MetricsStore
-from podroute.runtime.policy import (
-    IdleWorker,
-    ScaleDecision,
-    ScalingSettings,
-    choose_idle_drains,
-    decide_workers,
-)
+from podroute.runtime.policy import IdleWorker, ScalingDecision, choose_idle_drains, desired_workers
 from podroute.runtime.state import EndpointRecord
 from podroute.runtime.workers import LIVE_STATES, Worker, WorkerSpec
 
@@ -41,6 +38,16 @@ SpecFactory = Callable[[EndpointRecord], Awaitable[WorkerSpec]]
 
 class NoWorkerError(Exception):
     """No worker became ready within the wait limit."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A worker held for one request: how long the request waited for it and whether it had to
+    wait for a worker to start (a cold start) rather than for a busy one."""
+
+    worker: Worker
+    waited_s: float
+    cold_start: bool
 
 
 class EndpointPool:
@@ -105,8 +112,22 @@ class EndpointPool:
                     return worker
         return min(candidates, key=lambda w: w.inflight)
 
+    @contextlib.asynccontextmanager
+    async def lease(self, wait_s: float, preferred: str | None = None) -> AsyncIterator[Lease]:
+        """Hold a ready worker for the block (waiting up to `wait_s`); released however it ends."""
+        started = time.monotonic()
+        cold = not self._routable()
+        worker = await self.acquire(wait_s, preferred)
+        try:
+            yield Lease(worker, time.monotonic() - started, cold)
+        finally:
+            self.release(worker)
+
     async def acquire(self, wait_s: float, preferred: str | None = None) -> Worker:
-        """A ready worker with the request counted in flight; waits up to `wait_s`."""
+        """A ready worker with the request counted in flight; waits up to `wait_s`.
+
+        Every successful `acquire` needs exactly one `release`; prefer `lease()`, which pairs them.
+        """
         deadline = time.monotonic() + wait_s
         worker = self.pick(preferred)
         if worker is None:
@@ -136,13 +157,13 @@ class EndpointPool:
         """Requests being served by this endpoint's workers."""
         return sum(w.inflight for w in self.workers)
 
-    def decision(self) -> ScaleDecision:
-        """The policy's answer for the current load."""
-        return decide_workers(self.inflight, self.waiting, ScalingSettings.from_scaling(self.record.scaling))
+    def decision(self) -> ScalingDecision:
+        """What the scaling policy asks for under the current load."""
+        return desired_workers(self.record.scaling, self.inflight, self.waiting)
 
     def desired(self) -> int:
         """How many workers the load asks for, within [workersMin, workersMax]."""
-        return self.decision().desired
+        return self.decision().workers
 
     def _decide(self, action: str, reason: str) -> None:
         entry = {"at": time.time(), "action": action, "reason": reason}
@@ -150,8 +171,9 @@ class EndpointPool:
         logger.info("endpoint %s: %s (%s)", self.record.id, action, reason)
         if self.metrics is not None:
             live = sum(1 for w in self.workers if w.state in LIVE_STATES)
+            desired = self.desired()
             self.metrics.record_decision(
-                self.record.id, action, reason, self.inflight, self.waiting, live, self.desired()
+                self.record.id, action, reason, self.inflight, self.waiting, live, desired
             )
 
     def _worker_state(self, worker: Worker, state: str, reason: str) -> None:
@@ -185,9 +207,9 @@ class EndpointPool:
             w for w in self.workers if w.release_key == self.record.release.key and w.state in LIVE_STATES
         ]
         decision = self.decision()
-        desired = decision.desired
+        desired = decision.workers
         if len(current) < desired:
-            await self._start_workers(desired - len(current), decision)
+            await self._start_workers(desired - len(current), decision.reason)
         self._drain_outdated(desired)
         self._drain_idle(current, desired)
         await self._stop_drained()
@@ -211,7 +233,7 @@ class EndpointPool:
             await worker.stop(grace_s=2)
             self.workers.remove(worker)
 
-    async def _start_workers(self, count: int, decision: ScaleDecision) -> None:
+    async def _start_workers(self, count: int, reason: str) -> None:
         if time.monotonic() < self._next_start_at:
             return
         try:
@@ -227,7 +249,7 @@ class EndpointPool:
             worker = Worker(spec, on_state=self._worker_state, on_log=self._worker_log)
             self.workers.append(worker)
             await worker.start()
-            self._decide("scale out", f"{decision.reason} -> start {worker.id}")
+            self._decide("scale out", f"started {worker.id}: {reason}")
 
     def _drain_outdated(self, desired: int) -> None:
         ready_current = sum(
@@ -256,8 +278,8 @@ class EndpointPool:
         now = time.monotonic()
         idle = [IdleWorker(w.id, now - w.last_active) for w in live if w.state == "ready" and w.inflight == 0]
         by_id = {w.id: w for w in live}
-        settings = ScalingSettings.from_scaling(self.record.scaling)
-        for worker_id, reason in choose_idle_drains(len(live), desired, idle, settings):
+        timeout = float(self.record.scaling["idleTimeout"])
+        for worker_id, reason in choose_idle_drains(len(live), desired, idle, timeout):
             by_id[worker_id].set_state("draining", reason)
             self._decide("scale in", reason)
 

@@ -1,6 +1,6 @@
 """What-if replay: run a recorded request trace through the autoscaler with other settings.
 
-The simulation calls the same policy functions as the runtime's pool (`decide_workers`,
+The simulation calls the same policy functions as the runtime's pool (`desired_workers`,
 `choose_idle_drains`), with the runtime's routing (a ready worker with the fewest requests in
 flight; a request with no ready worker waits for one: a cold start). Worker start-up and stop
 times are taken from the recorded timeline, so replaying the real settings reproduces the real
@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from podroute.cost import billed_seconds, worker_intervals
-from podroute.runtime.policy import IdleWorker, ScalingSettings, choose_idle_drains, decide_workers
+from podroute.runtime.policy import IdleWorker, choose_idle_drains, desired_workers
+
+SCALING_KEYS = ("workersMin", "workersMax", "scalerValue", "idleTimeout")
+"""The settings a replay can change."""
 
 _EPSILON = 1e-9
 
@@ -118,12 +121,13 @@ class _Worker:
     stopped_at: float | None = None
 
 
-def replay(trace: Trace, settings: ScalingSettings, price_per_hour: float = 0.0) -> ReplayResult:
-    """Simulate the autoscaler on `trace` under `settings` until every request is served and every
-    idle worker above workersMin has stopped (or the window ends, whichever is later)."""
+def replay(trace: Trace, scaling: Mapping[str, float], price_per_hour: float = 0.0) -> ReplayResult:
+    """Simulate the autoscaler on `trace` under `scaling` (SCALING_KEYS) until every request is
+    served and every idle worker above workersMin has stopped (or the window ends, if later)."""
+    minimum, idle_timeout = int(scaling["workersMin"]), float(scaling["idleTimeout"])
     counter = itertools.count()
     workers: list[_Worker] = []
-    warm = max(trace.warm_at_start, settings.workersMin)
+    warm = max(trace.warm_at_start, minimum)
     for _ in range(warm):
         workers.append(_Worker(f"r{next(counter)}", trace.since, trace.since, last_active=trace.since))
     completions: list[tuple[float, int, _Worker]] = []
@@ -157,8 +161,8 @@ def replay(trace: Trace, settings: ScalingSettings, price_per_hour: float = 0.0)
         if completions:
             candidates.append(completions[0][0])
         candidates += [w.ready_at for w in live() if w.ready_at > now + _EPSILON]
-        idle_deadlines = [w.last_active + settings.idleTimeout for w in ready_workers(now) if w.inflight == 0]
-        if len(live()) > settings.workersMin:
+        idle_deadlines = [w.last_active + idle_timeout for w in ready_workers(now) if w.inflight == 0]
+        if len(live()) > minimum:
             candidates += [max(now + _EPSILON, d) for d in idle_deadlines]
         if not candidates:
             break
@@ -182,16 +186,17 @@ def replay(trace: Trace, settings: ScalingSettings, price_per_hour: float = 0.0)
             assign(now, waiting.pop(0), waiting_service.pop(0), min(ready, key=lambda w: w.inflight))
         # reconcile: the runtime's policy, on the same inputs
         inflight = sum(w.inflight for w in workers if w.stopped_at is None)
-        decision = decide_workers(inflight, len(waiting), settings)
+        decision = desired_workers(scaling, inflight, len(waiting))
         current = live()
-        for _ in range(decision.desired - len(current)):
+        for _ in range(decision.workers - len(current)):
             workers.append(_Worker(f"r{next(counter)}", now, now + trace.cold_start_s, last_active=now))
         current = live()
         idle = [
             IdleWorker(w.id, now - w.last_active) for w in current if w.ready_at <= now and not w.inflight
         ]
         drains = {
-            worker_id for worker_id, _ in choose_idle_drains(len(current), decision.desired, idle, settings)
+            worker_id
+            for worker_id, _ in choose_idle_drains(len(current), decision.workers, idle, idle_timeout)
         }
         for worker in current:
             if worker.id in drains:
@@ -200,7 +205,7 @@ def replay(trace: Trace, settings: ScalingSettings, price_per_hour: float = 0.0)
             if worker.draining and worker.stopped_at is None and worker.inflight == 0:
                 worker.stopped_at = now + trace.stop_s
         timeline.append((now, len(live())))
-        if index >= len(pending) and not completions and not waiting and len(live()) <= settings.workersMin:
+        if index >= len(pending) and not completions and not waiting and len(live()) <= minimum:
             break
     end = max(horizon, now)
     lifetimes = [(w.started_at, w.stopped_at if w.stopped_at is not None else end) for w in workers]

@@ -5,12 +5,11 @@
     control   http://HOST:PORT/control/...              Bearer <runtime token>
     metrics   http://HOST:PORT/metrics                  Bearer <runtime token> (Prometheus text)
 
-Every forwarded request is handed, once finished, to the runtime's observers (`RequestFacts`); the
-metrics store is the first of them. The control API reads it back under
-`/control/endpoints/<id>/{metrics,requests,workers,scaling,logs,cost,replay}`.
-
-Gateway answers follow RunPod's edge: 401 without the key, 400 `{"error": "no workers available"}`
-when no worker becomes ready within the wait limit, 413 over 30 MB, 524 past the execution limit.
+This module holds the endpoints and their builds (`LocalRuntime`) and the control API; the gateway
+(`podroute.runtime.gateway`) is ASGI middleware in front of it, and `podroute.runtime.listener`
+serves both. Every finished gateway request reaches `LocalRuntime.observe_request` (a gateway
+observer), which files it in the metrics store by route template, release and worker; the control
+API reads it back (`podroute.runtime.observability`).
 """
 
 from __future__ import annotations
@@ -18,19 +17,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import itertools
 import logging
 import os
-import re
 import shutil
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 from quart import Quart, Response, request
 
@@ -39,9 +33,11 @@ from podroute.build import BuildError, extract_artifact
 from podroute.cost import load_price_file
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
+from podroute.runtime.gateway import Gateway, RequestRecord
+from podroute.runtime.listener import ListenSettings
 from podroute.runtime.metrics import MetricsSettings, MetricsStore, RequestFacts
 from podroute.runtime.observability import EndpointFacts, Observability, register_observability
-from podroute.runtime.pool import EndpointPool, NoWorkerError
+from podroute.runtime.pool import EndpointPool
 from podroute.runtime.routes import RouteTable
 from podroute.runtime.state import (
     SCALING_FIELDS,
@@ -57,28 +53,6 @@ from podroute.runtime.workers import WorkerSpec
 from podroute.settings import SettingsError
 
 logger = logging.getLogger("podroute.runtime")
-
-GATEWAY_LIMIT_BYTES = 30 * 1024 * 1024
-WORKER_HEADER = "X-Runpod-Worker-Id"
-REQUEST_ID_HEADER = "X-Request-ID"
-_SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_ID_PREFIX = "gw" + uuid.uuid4().hex[:12]
-_id_counter = itertools.count(1)
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "authorization",
-        "content-length",
-    }
-)
 
 
 def _float_env(key: str, default: float) -> float:
@@ -102,6 +76,8 @@ class RuntimeSettings:
     execution_limit_s: float = 330.0
     startup_timeout_s: float = 600.0
     public_url: str = ""
+    keep_alive_s: float = 30.0
+    read_timeout_s: float = 360.0
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     daily_budget_usd: float = 0.0
@@ -111,10 +87,22 @@ class RuntimeSettings:
         """The gateway's URL as clients reach it."""
         return self.public_url or f"http://{self.host}:{self.port}"
 
+    @property
+    def listen(self) -> ListenSettings:
+        """Address and connection limits for the listener."""
+        return ListenSettings(
+            host=self.host,
+            port=self.port,
+            keep_alive_s=self.keep_alive_s,
+            read_timeout_s=self.read_timeout_s,
+        )
+
     @classmethod
     def from_env(cls) -> RuntimeSettings:
         """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
-        METRICS_RETENTION_S (7 days), METRICS_RAW_LIMIT (10000 requests), DAILY_BUDGET_USD (0 = none)."""
+        KEEP_ALIVE_S (idle connections), READ_TIMEOUT_S (a client silent mid-request),
+        METRICS_RETENTION_S (rollups, 7 days), METRICS_RAW_LIMIT (request records kept, 10000) and
+        DAILY_BUDGET_USD (per endpoint; 0 = no budget)."""
         env = os.environ
         metrics = MetricsSettings(
             retention_s=_float_env("PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
@@ -130,6 +118,8 @@ class RuntimeSettings:
             environment_mode=env.get("PODROUTE_RUNTIME_ENV_MODE", "isolated"),
             wait_limit_s=_float_env("PODROUTE_RUNTIME_WAIT_S", 120.0),
             execution_limit_s=_float_env("PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
+            keep_alive_s=_float_env("PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
+            read_timeout_s=_float_env("PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
         )
 
 
@@ -156,10 +146,7 @@ class LocalRuntime:
         self.state = StateFile(self.data_dir)
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
-        self.http: httpx.AsyncClient | None = None
         self.metrics = MetricsStore(self.data_dir / "metrics.sqlite3", settings.metrics)
-        self.observers: list[Callable[[RequestFacts], None]] = [self.metrics.record_request]
-        """Called with every finished gateway request (the one hook of the forward path)."""
         self._route_tables: dict[str, RouteTable] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -167,8 +154,6 @@ class LocalRuntime:
 
     async def start(self) -> None:
         """Bring every stored endpoint back to its configured minimum."""
-        # no client timeout: the gateway applies the execution limit itself (524)
-        self.http = httpx.AsyncClient(timeout=None, limits=httpx.Limits(max_connections=1000))  # noqa: S113
         for record in self.state.endpoints.values():
             self._start_pool(record)
         self._flusher = asyncio.create_task(self.metrics.run_flusher())
@@ -178,8 +163,6 @@ class LocalRuntime:
         """Stop every worker (endpoints stay configured for the next start)."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         self.pools.clear()
-        if self.http is not None:
-            await self.http.aclose()
         if self._flusher is not None:
             self._flusher.cancel()
         await asyncio.to_thread(self.metrics.close)
@@ -351,6 +334,8 @@ class LocalRuntime:
             },
         }
 
+    # -- observability --------------------------------------------------------------------------
+
     def load(self) -> dict[str, dict[str, Any]]:
         """In flight, waiting and workers by state of every endpoint (for the Prometheus gauges)."""
         result: dict[str, dict[str, Any]] = {}
@@ -362,153 +347,46 @@ class LocalRuntime:
         return result
 
     def routes_of(self, record: EndpointRecord, release_key: str) -> RouteTable:
-        """The route table of the build a release runs."""
+        """The route table of the build a release runs (cached per release)."""
         table = self._route_tables.get(release_key)
         if table is None:
             build = next((r.build for r in record.releases if r.key == release_key), record.release.build)
             table = self._route_tables[release_key] = RouteTable(self.state.builds[build]["routes"])
         return table
 
-    def observe(self, facts: RequestFacts) -> None:
-        """Hand a finished request to every observer; an observer's failure never fails the request."""
-        for observer in self.observers:
-            try:
-                observer(facts)
-            except Exception:
-                logger.exception("request observer %r failed", observer)
+    def observe_request(self, record: RequestRecord) -> None:
+        """Gateway observer: file a finished request under its route template, release and worker.
 
-    # -- gateway --------------------------------------------------------------------------------
-
-    async def proxy(self, endpoint_id: str, path: str) -> Response:
-        """Forward one request to a worker of the endpoint, as RunPod's load balancer does."""
-        record = self.state.endpoints.get(endpoint_id)
-        if record is None:
-            return _json({"error": f"endpoint {endpoint_id} not found"}, 404)
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer ") or not record.accepts_key(auth[7:].strip()):
-            return _json({"error": "unauthorized: send Authorization: Bearer <endpoint api key>"}, 401)
-        length = request.content_length
-        if length is not None and length > GATEWAY_LIMIT_BYTES:
-            return _json({"error": "request body exceeds 30 MB"}, 413)
-        body = await _read_limited(GATEWAY_LIMIT_BYTES)
-        if body is None:
-            return _json({"error": "request body exceeds 30 MB"}, 413)
-        pool = self.pools[record.id]
-        arrived, started = time.time(), time.monotonic()
-        preferred = request.headers.get(WORKER_HEADER)
-        rid = request.headers.get(REQUEST_ID_HEADER, "")
-        if not _SANE_REQUEST_ID.match(rid):
-            rid = f"{_ID_PREFIX}{next(_id_counter):012x}"
-        cold = pool.pick(preferred) is None
-        trace = _Trace(self, record, request.method, path, arrived, started, rid, len(body))
-        try:
-            worker = await pool.acquire(self.settings.wait_limit_s, preferred)
-        except NoWorkerError:
-            trace.wait_s, trace.cold = time.monotonic() - started, True
-            trace.done(400, 0)
-            return _json({"error": "no workers available"}, 400)
-        trace.wait_s, trace.cold = time.monotonic() - started, cold
-        trace.worker, trace.release = worker.id, worker.release_key
-        return await self._forward(pool, worker, path, body, record, trace)
-
-    async def _forward(
-        self, pool: EndpointPool, worker: Any, path: str, body: bytes, record: EndpointRecord, trace: _Trace
-    ) -> Response:
-        assert self.http is not None
-        limit = record.scaling["executionTimeoutMs"] / 1000 or self.settings.execution_limit_s
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers[REQUEST_ID_HEADER] = trace.request_id
-        url = f"{worker.url}/{path}"
-        if request.query_string:
-            url += "?" + request.query_string.decode("latin-1")
-        outgoing = self.http.build_request(request.method, url, headers=headers, content=body)
-        released = False
-
-        def finish(status: int, size: int) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                pool.release(worker)
-                trace.done(status, size)
-
-        try:
-            upstream = await asyncio.wait_for(self.http.send(outgoing, stream=True), limit)
-        except TimeoutError:
-            finish(524, 0)
-            return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
-        except httpx.HTTPError as error:
-            finish(502, 0)
-            worker.failure = f"connection failed: {error}"
-            if worker.state == "ready":
-                worker.set_state("unhealthy", worker.failure)
-            return _json({"error": "worker connection failed; retry the request"}, 502)
-        except BaseException:  # the client went away (cancelled): the request is no longer in flight
-            finish(499, 0)
-            raise
-        response_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
-        response_headers[WORKER_HEADER] = worker.id
-        if "x-request-id" not in upstream.headers:
-            response_headers[REQUEST_ID_HEADER] = trace.request_id
-        status = upstream.status_code
-        if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return Response(_stream(upstream, status, finish), status=status, headers=response_headers)
-        content: bytes | None = None
-        try:
-            content = await asyncio.wait_for(_read_response(upstream), limit)
-        except TimeoutError:
-            status = 524
-            return _json({"error": f"request exceeded the {limit:g}s execution limit"}, 524)
-        except httpx.HTTPError:
-            status = 502
-            return _json({"error": "worker connection failed; retry the request"}, 502)
-        finally:
-            await upstream.aclose()
-            finish(status if content is not None else max(status, 502), len(content or b""))
-        if content is None:
-            return _json({"error": "response body exceeds 30 MB"}, 502)
-        return Response(content, status=upstream.status_code, headers=response_headers)
-
-
-class _Trace:
-    """What the forward path learns about one request, turned into RequestFacts when it is done."""
-
-    __slots__ = ("arrived", "body_size", "cold", "method", "path", "record", "release", "request_id",
-                 "runtime", "started", "wait_s", "worker")  # fmt: skip
-
-    def __init__(
-        self,
-        runtime: LocalRuntime,
-        record: EndpointRecord,
-        method: str,
-        path: str,
-        arrived: float,
-        started: float,
-        request_id: str,
-        body_size: int,
-    ) -> None:
-        self.runtime, self.record, self.method, self.path = runtime, record, method, path
-        self.arrived, self.started, self.request_id, self.body_size = arrived, started, request_id, body_size
-        self.wait_s, self.cold, self.worker, self.release = 0.0, False, "", record.release.key
-
-    def done(self, status: int, bytes_out: int) -> None:
-        """The response is complete: hand its facts to the runtime's observers."""
-        route = self.runtime.routes_of(self.record, self.release).match(self.method, self.path)
-        self.runtime.observe(
+        Requests to endpoints that do not exist are not recorded (their ids are whatever a client
+        typed); the rest are, whether a worker served them or not (401, 400 no workers, 524...).
+        """
+        endpoint = self.state.endpoints.get(record.endpoint_id)
+        if endpoint is None:
+            return
+        release = endpoint.release.key
+        pool = self.pools.get(endpoint.id)
+        if record.worker_id and pool is not None:
+            for worker in pool.workers:
+                if worker.id == record.worker_id:
+                    release = worker.release_key
+                    break
+        path = record.path.split("?", 1)[0]
+        self.metrics.record_request(
             RequestFacts(
-                endpoint=self.record.id,
-                method=self.method,
-                path="/" + self.path,
-                route=route,
-                status=status,
-                at=self.arrived,
-                duration_s=time.monotonic() - self.started,
-                wait_s=self.wait_s,
-                cold_start=self.cold,
-                worker=self.worker,
-                release=self.release,
-                request_id=self.request_id,
-                bytes_in=self.body_size,
-                bytes_out=bytes_out,
+                endpoint=endpoint.id,
+                method=record.method,
+                path=path,
+                route=self.routes_of(endpoint, release).match(record.method, path),
+                status=record.status,
+                at=time.time() - record.duration_s,
+                duration_s=record.duration_s,
+                wait_s=record.waited_s,
+                cold_start=record.cold_start,
+                worker=record.worker_id or "",
+                release=release,
+                request_id=record.request_id,
+                bytes_in=record.bytes_in,
+                bytes_out=record.bytes_out,
             )
         )
 
@@ -522,53 +400,33 @@ def _env_of(payload: dict[str, Any]) -> dict[str, str]:
     return dict(env)
 
 
-async def _read_limited(limit: int) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.body:
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _read_response(upstream: httpx.Response) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in upstream.aiter_raw():
-        size += len(chunk)
-        if size > GATEWAY_LIMIT_BYTES:
-            return None
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def _stream(
-    upstream: httpx.Response, status: int, finish: Callable[[int, int], None]
-) -> AsyncIterator[bytes]:
-    size = 0
-    try:
-        async for chunk in upstream.aiter_raw():
-            size += len(chunk)
-            yield chunk
-    finally:
-        await upstream.aclose()
-        finish(status, size)
-
-
 def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
-    """The runtime's Quart app: gateway, RunPod-style health and the control API."""
+    """The runtime's Quart app: RunPod-style health and the control API, behind the gateway.
+
+    The gateway is `app.extensions["podroute_gateway"]` (add request observers there).
+    """
     settings = settings or RuntimeSettings.from_env()
     runtime = LocalRuntime(settings)
     app = Quart("podroute.runtime")
     app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024 * 1024
+    gateway = Gateway(
+        app.asgi_app,
+        runtime.state,
+        runtime.pools,
+        wait_limit_s=settings.wait_limit_s,
+        execution_limit_s=settings.execution_limit_s,
+    )
+    app.asgi_app = gateway  # type: ignore[assignment]  # Quart's documented middleware hook
     app.extensions["podroute_runtime"] = runtime
+    app.extensions["podroute_gateway"] = gateway
+    gateway.observers.append(runtime.observe_request)
     app.before_serving(runtime.start)
+    app.before_serving(gateway.start)
+    app.after_serving(gateway.close)
     app.after_serving(runtime.stop)
     _register_control(app, runtime)
+    _register_health(app, runtime)
     _register_observability(app, runtime)
-    _register_gateway(app, runtime)
     return app
 
 
@@ -660,9 +518,7 @@ def _register_control(app: Quart, runtime: LocalRuntime) -> None:
         return _json({"deleted": endpoint_id})
 
 
-def _register_gateway(app: Quart, runtime: LocalRuntime) -> None:
-    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
-
+def _register_health(app: Quart, runtime: LocalRuntime) -> None:
     @app.get("/v2/<endpoint_id>/health")
     async def runpod_health(endpoint_id: str) -> Response:
         record = runtime.state.endpoints.get(endpoint_id)
@@ -670,9 +526,3 @@ def _register_gateway(app: Quart, runtime: LocalRuntime) -> None:
         if record is None or not record.accepts_key(auth.removeprefix("Bearer ").strip()):
             return _json({"error": "unauthorized"}, 401)
         return _json(runtime.worker_counts(endpoint_id))
-
-    async def gateway(endpoint_id: str, path: str = "") -> Response:
-        return await runtime.proxy(endpoint_id, path)
-
-    app.add_url_rule("/<endpoint_id>/", "gateway_root", gateway, methods=methods)
-    app.add_url_rule("/<endpoint_id>/<path:path>", "gateway", gateway, methods=methods)
