@@ -94,7 +94,8 @@ def trace_from_records(
             draining[str(event["worker"])] = float(event["at"])
         elif event["state"] == "stopped" and str(event["worker"]) in draining:
             stops.append(float(event["at"]) - draining[str(event["worker"])])
-    alive = worker_intervals([e for e in events if float(e["at"]) <= since], since - 1, since + _EPSILON)
+    before = [e for e in events if float(e["at"]) <= since]
+    alive = [w for w, (_, stop) in worker_intervals(before, 0.0, since + 1.0).items() if stop > since]
     records = sorted(
         (TraceRequest(float(r["at"]), max(0.0, float(r["duration_s"]) - float(r["wait_s"])))
          for r in requests if since <= float(r["at"]) <= until and r.get("worker")),

@@ -13,6 +13,9 @@ UNMATCHED = "(unmatched)"
 """The template of a path that no route of the build declares."""
 
 _PARAMETER = re.compile(r"\{([^{}/]+)\}")
+BUILTIN_ROUTES = ({"method": "GET", "path": "/ping"}, {"method": "GET", "path": "/docs"},
+                  {"method": "GET", "path": "/openapi.json"})  # fmt: skip
+"""Routes every podroute worker serves besides the build's own."""
 
 
 def _pattern_of(template: str) -> re.Pattern[str]:
@@ -32,7 +35,7 @@ class RouteTable:
     def __init__(self, routes: Iterable[Mapping[str, Any]]) -> None:
         self._static: dict[tuple[str, str], str] = {}
         self._templated: list[tuple[str, re.Pattern[str], str]] = []
-        for route in routes:
+        for route in (*BUILTIN_ROUTES, *routes):
             method, path = str(route["method"]).upper(), str(route["path"])
             if _PARAMETER.search(path):
                 self._templated.append((method, _pattern_of(path), path))
