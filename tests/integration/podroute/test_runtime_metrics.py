@@ -85,7 +85,7 @@ def test_known_traffic_is_measured_per_route_and_replayed(tmp_path: Path) -> Non
                 statuses = list(pool.map(call, range(1, 300)))
             crash = client.get(f"{url}/crash", headers={"X-Request-ID": "crash-test-1"})
         assert crash.status_code == 500 and crash.headers["x-request-id"] == "crash-test-1"
-        assert statuses.count(400) == 19 and statuses.count(200) == 280  # with /users/200: 10 % of /users/1..200 fail
+        assert statuses.count(400) == 19 and statuses.count(200) == 280  # + /users/200: 10 % of 200 fail
 
         summary = _control(runtime, f"/endpoints/{endpoint_id}/metrics", window="15m")
         totals = summary["totals"]
