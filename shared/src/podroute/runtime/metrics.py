@@ -21,7 +21,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -141,7 +141,7 @@ class MetricsStore:
         self._rollups: dict[_RollupKey, _Rollup] = {}
         self._dirty: set[_RollupKey] = set()
         self._samples: dict[tuple[str, int], list[float]] = {}
-        self._requests: list[RequestFacts] = []
+        self._requests: deque[RequestFacts] = deque(maxlen=self.settings.raw_limit)
         self._events: list[tuple[Any, ...]] = []
         self._decisions: list[tuple[Any, ...]] = []
         self._log_rows: list[tuple[Any, ...]] = []
@@ -282,13 +282,14 @@ class MetricsStore:
                     f.bytes_in,
                     f.bytes_out,
                 )
-                for f in self._requests[-self.settings.raw_limit :]
+                for f in self._requests
             ],
             "events": self._events,
             "decisions": self._decisions,
             "logs": self._log_rows,
         }
-        self._requests, self._events, self._decisions, self._log_rows = [], [], [], []
+        self._requests = deque(maxlen=self.settings.raw_limit)
+        self._events, self._decisions, self._log_rows = [], [], []
         return pending
 
     def _write(self, pending: dict[str, Any]) -> None:
@@ -512,8 +513,3 @@ def _aggregate(rows: list[Any]) -> dict[str, Any]:
         "p95_s": quantile(sketch, 0.95),
         "p99_s": quantile(sketch, 0.99),
     }
-
-
-def facts_to_json(facts: RequestFacts) -> dict[str, Any]:
-    """A RequestFacts as a JSON-ready dict."""
-    return asdict(facts)

@@ -187,6 +187,14 @@ def register_observability(app: Quart, view: Observability) -> None:
             return refused
         return Response(render_metrics(view.metrics, view.load), content_type=CONTENT_TYPE)
 
+    @app.put("/control/metrics/collection")
+    async def metrics_collection() -> Response:
+        payload = orjson.loads(await request.get_data(as_text=False) or b"{}")
+        if not isinstance(payload, dict) or not isinstance(payload.get("enabled"), bool):
+            raise ObservabilityError(400, 'send {"enabled": true} or {"enabled": false}')
+        view.metrics.enabled = payload["enabled"]
+        return _json({"enabled": view.metrics.enabled})
+
     @app.get("/control/endpoints/<endpoint_id>/metrics")
     async def endpoint_metrics(endpoint_id: str) -> Response:
         facts = facts_of(endpoint_id)
