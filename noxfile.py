@@ -81,6 +81,15 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def soak(session: nox.Session) -> None:
+    """Soak (not CI): 60 s at 64 connections through the runtime's gateway and straight to a worker,
+    one worker killed midway; fails on a failed request, RSS growth >= 5 % or leaked descriptors.
+    Options after '--', e.g. nox -s soak -- -d 30 -c 32."""
+    _install_project(session)
+    session.run("python", "bench/soak.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def dev(session: nox.Session) -> None:
     """Run the local stack: dev server (8888), runtime (8800), dashboard (8080) and its Celery worker."""
     _install_project(session)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -16,9 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from hypercorn.asyncio import serve
+from hypercorn.config import Config
 
 from podroute.client import EndpointClient, RetryPolicy
 from podroute.deploy import Deployments, LocalRuntimeProvider
+from podroute.runtime.gateway import Gateway
+from podroute.runtime.service import RuntimeSettings, create_runtime_app
 from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
 
 RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)
@@ -60,6 +65,18 @@ async def python() -> dict:
 async def slow(seconds: float = 0.2) -> dict:
     await asyncio.sleep(seconds)
     return {"slept": seconds, "version": VERSION}
+
+
+@remote(api, method="GET", path="/ticks")
+async def ticks(count: int = 100000, every: float = 0.05):
+    for index in range(count):
+        yield {"tick": index}
+        await asyncio.sleep(every)
+
+
+@remote(api, method="POST", path="/size")
+async def size(data: str) -> dict:
+    return {"length": len(data)}
 """
 
 
@@ -90,7 +107,7 @@ def copy_repo_service(root: Path, service: str) -> Path:
 class Runtime:
     """A running `podroute runtime` process."""
 
-    server: CliServer
+    server: CliServer | None
     url: str
     data_dir: Path
 
@@ -121,6 +138,60 @@ def runtime_process(data_dir: Path, **env: str) -> Iterator[Runtime]:
     finally:
         output = server.stop(timeout=30)
         (data_dir / "runtime.log").write_text(output)
+
+
+@dataclass
+class InProcessRuntime(Runtime):
+    """The runtime app served on Hypercorn in a thread of the test process, gateway in reach."""
+
+    gateway: Gateway | None = None
+
+
+@contextlib.contextmanager
+def runtime_in_process(data_dir: Path) -> Iterator[InProcessRuntime]:
+    """`create_runtime_app` on a loopback port in a background thread (shared environments)."""
+    port = free_port()
+    settings = RuntimeSettings(data_dir=data_dir, host="127.0.0.1", port=port, environment_mode="shared")
+    app = create_runtime_app(settings)
+    config = Config()
+    config.bind = [f"127.0.0.1:{port}"]
+    config.graceful_timeout = 2
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(
+        target=loop.run_until_complete,
+        args=(serve(app, config, shutdown_trigger=stop.wait),),  # type: ignore[arg-type]
+        daemon=True,
+    )
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/control/health", ok=(200, 401), timeout=30)
+        yield InProcessRuntime(None, url, data_dir, app.extensions["podroute_gateway"])
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(30)
+
+
+def process_memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (peak RSS) of a process, in KiB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return fields
+
+
+def open_descriptors(pid: int) -> int:
+    """How many file descriptors a process holds."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def endpoint_inflight(runtime: Runtime, endpoint_id: str) -> int:
+    """Requests the runtime counts in flight on the endpoint's workers."""
+    count: int = runtime.provider().status(endpoint_id).status["inflight"]
+    return count
 
 
 def run_cli(args: list[str], project: Path, **env: str) -> subprocess.CompletedProcess[str]:

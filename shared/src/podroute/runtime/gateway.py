@@ -51,6 +51,7 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 BODY_LIMIT_BYTES = 30 * 1024 * 1024
 PREFETCH_BYTES = 64 * 1024
+WATCH_AFTER_S = 0.05
 WORKER_HEADER = b"x-runpod-worker-id"
 _NOT_ENDPOINTS = frozenset({"control", "v2"})
 _REQUEST_DROP = frozenset(
@@ -133,6 +134,7 @@ class _Exchange:
     __slots__ = (
         "_send",
         "_task",
+        "_timer",
         "_watcher",
         "bytes_in",
         "bytes_out",
@@ -149,6 +151,7 @@ class _Exchange:
     def __init__(self, send: Send, request_id: bytes) -> None:
         self._send = send
         self._task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         self._watcher: asyncio.Future[Message] | None = None
         self.request_id = request_id
         self.status = 0
@@ -162,8 +165,16 @@ class _Exchange:
         self.outcome = "completed"
 
     def watch(self, receive: Receive) -> None:
-        """Once the body is read, cancel the request as soon as the client disconnects."""
+        """Once the body is read, cancel the request as soon as the client disconnects.
+
+        Listening costs a task per request, so it starts only once the request has taken
+        `WATCH_AFTER_S`: quick requests finish first, and a client leaving a quick one costs little.
+        """
         self._task = asyncio.current_task()
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._listen, receive)
+
+    def _listen(self, receive: Receive) -> None:
+        self._timer = None
         self._watcher = asyncio.ensure_future(receive())
         self._watcher.add_done_callback(self._on_message)
 
@@ -176,6 +187,8 @@ class _Exchange:
 
     def stop_watching(self) -> None:
         """The request is over: stop listening for a disconnect."""
+        if self._timer is not None:
+            self._timer.cancel()
         if self._watcher is not None and not self._watcher.done():
             self._watcher.remove_done_callback(self._on_message)
             self._watcher.cancel()
