@@ -3,8 +3,9 @@
 The simulation calls the same policy functions as the runtime's pool (`desired_workers`,
 `choose_idle_drains`), with the runtime's routing (a ready worker with the fewest requests in
 flight; a request with no ready worker waits for one: a cold start). Worker start-up and stop
-times are taken from the recorded timeline, so replaying the real settings reproduces the real
-worker-seconds. Each request occupies a worker for its recorded service time (duration - wait).
+times are taken from the recording (start-up: the longest wait of each cold-start episode; stop:
+draining to stopped), so replaying the real settings reproduces the real worker-seconds. Each
+request occupies a worker for its recorded service time (duration - wait).
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ def trace_from_records(
 ) -> Trace:
     """A Trace from the metrics store's request records and worker timeline."""
     startups = [float(e["startup_s"]) for e in events if e["state"] == "ready" and e.get("startup_s")]
+    window = [r for r in requests if since <= float(r["at"]) <= until]
+    episodes = _cold_episodes(window)
     draining: dict[str, float] = {}
     stops: list[float] = []
     for event in events:
@@ -105,10 +108,26 @@ def trace_from_records(
         since=since,
         until=until,
         requests=records,
-        cold_start_s=statistics.fmean(startups) if startups else 1.0,
+        cold_start_s=statistics.median(episodes) if episodes else statistics.fmean(startups or [1.0]),
         stop_s=statistics.fmean(stops) if stops else 0.0,
         warm_at_start=len(alive),
     )
+
+
+def _cold_episodes(requests: Iterable[Mapping[str, Any]]) -> list[float]:
+    """How long each scale-from-zero took as the requests saw it: cold requests are grouped into
+    episodes (one worker start each) and an episode's longest wait is its start-up time. Unlike the
+    workers' own start-up times, this is measured where a cold start hurts, under the same load."""
+    cold = sorted((float(r["at"]), float(r["wait_s"])) for r in requests if r["cold"] and r.get("worker"))
+    episodes: list[float] = []
+    ends_at = -1.0
+    for at, wait in cold:
+        if at > ends_at:
+            episodes.append(wait)
+            ends_at = at + wait
+        else:
+            episodes[-1] = max(episodes[-1], wait)
+    return episodes
 
 
 @dataclass
