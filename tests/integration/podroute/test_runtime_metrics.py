@@ -4,6 +4,8 @@ the what-if replay and the CLI's per-route table."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -165,6 +167,22 @@ def test_known_traffic_is_measured_per_route_and_replayed(tmp_path: Path) -> Non
         table = run_cli(["deploy", "status", "test"], project)
         assert table.returncode == 0, table.stderr
         assert "/users/{user_id}" in table.stdout and "10.0%" in table.stdout, table.stdout
+
+        printed = run_cli(["deploy", "logs", "test", "shop"], project)
+        assert printed.returncode == 0 and "boom in the shop" in printed.stdout, printed.stderr
+        # -f streams (server-sent events): the recent lines come first, then it keeps following
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "podroute", "deploy", "logs", "test", "shop", "-f"],
+            cwd=project, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert follower.stdout is not None
+            first = follower.stdout.readline()
+            assert first.startswith("w-"), first
+            assert follower.poll() is None  # still following
+        finally:
+            follower.terminate()
+            follower.wait(10)
 
     # a restart keeps the history
     with runtime_process(data_dir) as runtime:
