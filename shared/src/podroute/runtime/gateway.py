@@ -17,18 +17,30 @@ described once, as a `RequestRecord`, to the callables in `Gateway.observers`.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
-import re
 import time
-import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import orjson
 
 from podroute.errors import PROBLEM_CONTENT_TYPE, problem_body
+from podroute.runtime.exchange import (
+    BODY_LIMIT_BYTES,
+    PREFETCH_BYTES,
+    WORKER_HEADER,
+    ASGIApp,
+    BodyTooLargeError,
+    ClientGoneError,
+    Exchange,
+    ForwardRequest,
+    Receive,
+    Scope,
+    Send,
+    parse_request,
+    read_small_body,
+    stream_body,
+)
 from podroute.runtime.pool import EndpointPool, NoWorkerError
 from podroute.runtime.state import StateFile
 from podroute.runtime.upstream import (
@@ -43,35 +55,7 @@ from podroute.runtime.workers import Worker
 
 logger = logging.getLogger("podroute.runtime.gateway")
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[..., Awaitable[None]]
-
-BODY_LIMIT_BYTES = 30 * 1024 * 1024
-PREFETCH_BYTES = 64 * 1024
-WATCH_AFTER_S = 0.05
-WORKER_HEADER = b"x-runpod-worker-id"
 _NOT_ENDPOINTS = frozenset({"control", "v2"})
-_REQUEST_DROP = frozenset(
-    {
-        b"connection",
-        b"keep-alive",
-        b"proxy-authenticate",
-        b"proxy-authorization",
-        b"te",
-        b"trailer",
-        b"trailers",
-        b"transfer-encoding",
-        b"upgrade",
-        b"host",
-        b"authorization",
-        b"content-length",
-        b"expect",
-        b"x-request-id",
-    }
-)
 _RESPONSE_DROP = frozenset(
     {
         b"connection",
@@ -84,11 +68,6 @@ _RESPONSE_DROP = frozenset(
         b"server",
     }
 )
-_SANE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
-_ID_PREFIX = uuid.uuid4().hex[:16]
-_ids = itertools.count(1)
-_JSON = b"application/json"
-_Headers = tuple[tuple[bytes, bytes], ...]
 
 
 @dataclass(frozen=True)
@@ -118,157 +97,6 @@ class RequestObserver(Protocol):
 
     def __call__(self, record: RequestRecord) -> None:
         """Take note of one finished request."""
-
-
-class _ClientGoneError(Exception):
-    """The client disconnected while its request was being forwarded."""
-
-
-class _BodyTooLargeError(Exception):
-    """The request body grew past the limit while streaming."""
-
-
-class _Exchange:
-    """One client request: what has been sent back, and whether the client is still there."""
-
-    __slots__ = (
-        "_send",
-        "_task",
-        "_timer",
-        "_watcher",
-        "bytes_in",
-        "bytes_out",
-        "cold_start",
-        "gone",
-        "outcome",
-        "request_id",
-        "started",
-        "status",
-        "waited_s",
-        "worker_id",
-    )
-
-    def __init__(self, send: Send, request_id: bytes) -> None:
-        self._send = send
-        self._task: asyncio.Task[Any] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._watcher: asyncio.Future[Message] | None = None
-        self.request_id = request_id
-        self.status = 0
-        self.started = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.gone = False
-        self.worker_id: str | None = None
-        self.waited_s = 0.0
-        self.cold_start = False
-        self.outcome = "completed"
-
-    def watch(self, receive: Receive) -> None:
-        """Once the body is read, cancel the request as soon as the client disconnects.
-
-        Listening costs a task per request, so it starts only once the request has taken
-        `WATCH_AFTER_S`: quick requests finish first, and a client leaving a quick one costs little.
-        """
-        self._task = asyncio.current_task()
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._listen, receive)
-
-    def _listen(self, receive: Receive) -> None:
-        self._timer = None
-        self._watcher = asyncio.ensure_future(receive())
-        self._watcher.add_done_callback(self._on_message)
-
-    def _on_message(self, future: asyncio.Future[Message]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        if future.result().get("type") == "http.disconnect" and self._task is not None:
-            self.gone = True
-            self._task.cancel()
-
-    def stop_watching(self) -> None:
-        """The request is over: stop listening for a disconnect."""
-        if self._timer is not None:
-            self._timer.cancel()
-        if self._watcher is not None and not self._watcher.done():
-            self._watcher.remove_done_callback(self._on_message)
-            self._watcher.cancel()
-
-    async def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-        """Send the response head."""
-        self.started, self.status = True, status
-        await self._send({"type": "http.response.start", "status": status, "headers": headers})
-
-    async def body(self, chunk: bytes, more: bool) -> None:
-        """Send part of the response body."""
-        self.bytes_out += len(chunk)
-        await self._send({"type": "http.response.body", "body": chunk, "more_body": more})
-
-    async def respond(
-        self,
-        status: int,
-        body: bytes,
-        content_type: bytes = _JSON,
-        extra: tuple[tuple[bytes, bytes], ...] = (),
-    ) -> None:
-        """A complete answer from the gateway itself."""
-        headers = [
-            (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
-            (b"x-request-id", self.request_id),
-            *extra,
-        ]
-        await self.start(status, headers)
-        await self.body(body, more=False)
-
-    async def error(self, status: int, message: str, extra: _Headers = ()) -> None:
-        """RunPod's edge error shape: `{"error": message}`."""
-        await self.respond(status, orjson.dumps({"error": message}), extra=extra)
-
-
-@dataclass(frozen=True)
-class _Request:
-    """The parts of the client's request the gateway forwards or decides on."""
-
-    method: str
-    target: bytes
-    headers: bytes
-    auth: bytes
-    length: int | None
-    chunked: bool
-    preferred: str | None
-    bad_header: bytes | None
-
-
-def _parse_request(scope: Scope, rest: bytes) -> tuple[_Request, bytes]:
-    forwarded: list[bytes] = []
-    auth = b""
-    length: int | None = None
-    chunked = False
-    preferred: str | None = None
-    bad: bytes | None = None
-    request_id = b""
-    for name, value in scope["headers"]:
-        if name in _REQUEST_DROP:
-            if name == b"authorization":
-                auth = value
-            elif name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"x-request-id" and _SANE_REQUEST_ID.match(value):
-                request_id = value
-            continue
-        if not value.isascii():
-            bad = bad or name
-        elif name == WORKER_HEADER:
-            preferred = value.decode()
-        forwarded.append(b"%s: %s\r\n" % (name, value))
-    query = scope.get("query_string", b"")
-    target = rest + b"?" + query if query else rest
-    if not request_id:
-        request_id = f"{_ID_PREFIX}{next(_ids):016x}".encode()
-    request = _Request(scope["method"], target, b"".join(forwarded), auth, length, chunked, preferred, bad)
-    return request, request_id
 
 
 class Gateway:
@@ -321,11 +149,11 @@ class Gateway:
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, endpoint_id: str, rest: bytes) -> None:
         started = time.perf_counter()
-        request, request_id = _parse_request(scope, rest)
-        exchange = _Exchange(send, request_id)
+        request, request_id = parse_request(scope, rest)
+        exchange = Exchange(send, request_id)
         try:
             await self._proxy(exchange, request, receive, endpoint_id)
-        except _ClientGoneError:
+        except ClientGoneError:
             exchange.outcome = "client disconnected"
         except asyncio.CancelledError:
             if not exchange.gone:
@@ -340,7 +168,7 @@ class Gateway:
                 self._notify(exchange, request, endpoint_id, rest, time.perf_counter() - started)
 
     def _notify(
-        self, exchange: _Exchange, request: _Request, endpoint_id: str, rest: bytes, duration: float
+        self, exchange: Exchange, request: ForwardRequest, endpoint_id: str, rest: bytes, duration: float
     ) -> None:
         record = RequestRecord(
             endpoint_id=endpoint_id,
@@ -363,7 +191,7 @@ class Gateway:
                 logger.exception("gateway request observer %r failed", observer)
 
     async def _proxy(
-        self, exchange: _Exchange, request: _Request, receive: Receive, endpoint_id: str
+        self, exchange: Exchange, request: ForwardRequest, receive: Receive, endpoint_id: str
     ) -> None:
         record = self.state.endpoints.get(endpoint_id)
         pool = self.pools.get(endpoint_id)
@@ -382,7 +210,7 @@ class Gateway:
             return
         body: bytes | None = None
         if not request.chunked and (request.length or 0) <= PREFETCH_BYTES:
-            body = await _read_small(receive, exchange)
+            body = await read_small_body(receive, exchange)
             exchange.watch(receive)
         limit = record.scaling["executionTimeoutMs"] / 1000 or self.execution_limit_s
         try:
@@ -393,7 +221,7 @@ class Gateway:
         except NoWorkerError:
             await exchange.error(400, "no workers available")
 
-    async def _bad_header(self, exchange: _Exchange, name: bytes) -> None:
+    async def _bad_header(self, exchange: Exchange, name: bytes) -> None:
         header = name.decode("latin-1")
         detail = (
             f"the value of header {header!r} contains non-ASCII bytes, which the gateway cannot "
@@ -404,8 +232,8 @@ class Gateway:
 
     async def _exchange(
         self,
-        exchange: _Exchange,
-        request: _Request,
+        exchange: Exchange,
+        request: ForwardRequest,
         receive: Receive,
         worker: Worker,
         body: bytes | None,
@@ -422,7 +250,7 @@ class Gateway:
             await self._fail(
                 exchange, 524, f"request exceeded the {limit:g}s execution limit", "execution limit"
             )
-        except _BodyTooLargeError:
+        except BodyTooLargeError:
             await self._fail(exchange, 413, "request body exceeds 30 MB", "request body over the limit")
         except DescriptorLimitError:
             logger.error(
@@ -443,7 +271,7 @@ class Gateway:
                 self.upstream.put_back(connection)
 
     async def _fail(
-        self, exchange: _Exchange, status: int, message: str, why: str, retry_after: bool = False
+        self, exchange: Exchange, status: int, message: str, why: str, retry_after: bool = False
     ) -> None:
         if exchange.started:  # the answer has begun: all the client can learn is that it broke off
             exchange.outcome = f"aborted: {why}"
@@ -452,7 +280,12 @@ class Gateway:
         await exchange.error(status, message, extra)
 
     async def _send_request(
-        self, exchange: _Exchange, request: _Request, receive: Receive, worker: Worker, body: bytes | None
+        self,
+        exchange: Exchange,
+        request: ForwardRequest,
+        receive: Receive,
+        worker: Worker,
+        body: bytes | None,
     ) -> tuple[UpstreamConnection, ResponseHead]:
         head = b"%s %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\nx-request-id: %s\r\n%s" % (
             request.method.encode(),
@@ -476,7 +309,7 @@ class Gateway:
                     if not request.chunked:
                         framing = b"content-length: %d\r\n\r\n" % (request.length or 0)
                     await connection.write(head + framing)
-                    await _stream_body(receive, connection, exchange, request.chunked)
+                    await stream_body(receive, connection, exchange, request.chunked)
                     exchange.watch(receive)
                 await connection.flush()
                 return connection, await connection.read_head()
@@ -490,8 +323,8 @@ class Gateway:
 
     async def _relay(
         self,
-        exchange: _Exchange,
-        request: _Request,
+        exchange: Exchange,
+        request: ForwardRequest,
         connection: UpstreamConnection,
         head: ResponseHead,
         worker: Worker,
@@ -526,43 +359,3 @@ def _is_event_stream(head: ResponseHead) -> bool:
         if name == b"content-type":
             return value.startswith(b"text/event-stream")
     return False
-
-
-async def _read_small(receive: Receive, exchange: _Exchange) -> bytes:
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneError
-        chunk = message.get("body", b"")
-        if chunk:
-            chunks.append(chunk)
-            exchange.bytes_in += len(chunk)
-            if exchange.bytes_in > PREFETCH_BYTES:
-                raise _BodyTooLargeError  # more than the declared length: h11 would have refused it
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _stream_body(
-    receive: Receive, connection: UpstreamConnection, exchange: _Exchange, chunked: bool
-) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _ClientGoneError
-        chunk = message.get("body", b"")
-        if chunk:
-            exchange.bytes_in += len(chunk)
-            if exchange.bytes_in > BODY_LIMIT_BYTES:
-                raise _BodyTooLargeError
-            if chunked:
-                await connection.write(b"%x\r\n" % len(chunk))
-                await connection.write(chunk)
-                await connection.write(b"\r\n")
-            else:
-                await connection.write(chunk)
-        if not message.get("more_body", False):
-            break
-    if chunked:
-        await connection.write(b"0\r\n\r\n")
