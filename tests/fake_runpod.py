@@ -12,6 +12,10 @@ A plain ASGI app, served by real Hypercorn on loopback (`fake_runpod_server()`),
   `deleteEndpoint` (only at workersMin = workersMax = 0), `deleteTemplate(templateName)` (not
   while an endpoint uses it, nor for `template_release_s` after); errors as HTTP 200 `errors`;
   Bearer or `?api_key=`; a workers quota across endpoints.
+- **Catalog and billing** (REST v2): `GET /v2/catalog/gpus|cpus` (`price.serverless` USD per
+  GPU-hour, `price.serverlessPerVcpu` USD per vCPU-hour; 400 when `include` is sent without
+  `product`) and `GET /v2/billing/serverless` (`startTime, endTime, bucketSize, serverlessId`
+  filters over `billing_records`, which tests fill).
 - **Data plane**: `/dataplane/v2/{id}/health` (workers by state) and `/lb/{id}/...` (401 without
   the key, "no workers available" 400 when none gets ready in time, `X-Runpod-Worker-Id`), with
   workers simulated over time: scale from zero on requests, `workersMin`, `workersMax`,
@@ -208,6 +212,11 @@ class FakeRunPod:
         self.unsafe_deletes: list[str] = []
         self.faults: list[Fault] = []
         self.requests_by_header: list[dict[str, str]] = []
+        self.gpu_prices: dict[str, float] = {"ADA_24": 1.10, "AMPERE_24": 0.68, "HOPPER_141": 5.58}
+        """USD per GPU-hour by pool, as the catalog quotes `price.serverless`."""
+        self.cpu_price_per_vcpu = 0.03
+        self.billing_records: list[dict[str, Any]] = []
+        """`/v2/billing/serverless` records: {startTime, endTime, totalAmount, gpuAmount, ...}."""
         self._lock = threading.RLock()
 
     # --- test controls ---------------------------------------------------------------------
@@ -328,6 +337,8 @@ class FakeRunPod:
             return self._graphql(body)
         if not authorized:
             return 401, {}, _problem(401, "missing or invalid API key")
+        if method == "GET" and path.startswith(("/v2/catalog/", "/v2/billing/")):
+            return self._catalog_or_billing(path, query)
         try:
             data = json.loads(body) if body else None
         except ValueError:
@@ -339,6 +350,33 @@ class FakeRunPod:
                 status, extra, payload = error.status, {}, _problem(error.status, error.detail, error.errors)
         rate = {"RateLimit": '"minute";r=59;t=60', "RateLimit-Policy": '"minute";q=60;w=60'}
         return status, {**rate, **extra}, payload
+
+    # --- catalog and billing --------------------------------------------------------------------
+
+    def _catalog_or_billing(self, path: str, query: dict[str, list[str]]) -> Reply:
+        if path in ("/v2/catalog/gpus", "/v2/catalog/cpus") and "include" in query and "product" not in query:
+            return 400, {}, _problem(400, "include requires product (e.g. product=SERVERLESS)")
+        if path == "/v2/catalog/gpus":
+            gpus = [
+                {"id": gpu, "name": gpu.replace("NVIDIA ", ""), "pool": pool, "memory": 0,
+                 "price": {"serverless": self.gpu_prices[pool]}}
+                for pool, types in GPU_POOLS.items() if pool in self.gpu_prices for gpu in types
+            ]  # fmt: skip
+            return 200, {}, {"gpus": gpus}
+        if path == "/v2/catalog/cpus":
+            cpus = [{"id": f"{flavor}-2-4", "price": {"serverlessPerVcpu": self.cpu_price_per_vcpu}}
+                    for flavor in ("cpu3c", "cpu3g", "cpu5c")]  # fmt: skip
+            return 200, {}, {"cpus": cpus}
+        if path == "/v2/billing/serverless":
+            records = list(self.billing_records)
+            if "serverlessId" in query:
+                records = [r for r in records if r["serverlessId"] == query["serverlessId"][0]]
+            if "startTime" in query:
+                records = [r for r in records if r["endTime"] > query["startTime"][0]]
+            if "endTime" in query:
+                records = [r for r in records if r["startTime"] < query["endTime"][0]]
+            return 200, {}, records
+        return 404, {}, _problem(404, f"no route GET {path}")
 
     # --- REST v2 -------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from podroute.build import BuildError, build_project
 from podroute.deploy import DeployError, Deployments, EndpointInfo, find_endpoint, provider_for, send
 from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
+from podroute.metrics_report import print_logs, print_route_tables
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
 from podroute.runpod_api import RunPodSettings
@@ -152,10 +153,14 @@ def _build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("services", nargs="*", metavar="SERVICE", help="default: every endpoint")
     delete = actions.add_parser("delete", help="delete every endpoint of the environment")
     delete.add_argument("env")
+    logs = actions.add_parser("logs", help="print (and with -f follow) an endpoint's worker logs")
+    logs.add_argument("env")
+    logs.add_argument("endpoint", help="service/resource, resource name or endpoint id")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     key = actions.add_parser("key", help="print an endpoint's API key")
     key.add_argument("env")
     key.add_argument("endpoint", help="service/resource, resource name or endpoint id")
-    for action in (new, send, status, rollback, delete, key):
+    for action in (new, send, status, rollback, delete, key, logs):
         action.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
     deploy.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
 
@@ -303,6 +308,7 @@ def _deploy(args: argparse.Namespace) -> int:
             )
             for decision in status["decisions"][-5:]:
                 print(f"    {decision['action']}: {decision['reason']}")
+            print_route_tables(deployments.environment(args.env), entry["id"])
     elif args.action == "rollback":
         environment = deployments.environment(args.env)
         provider = provider_for(environment)
@@ -320,6 +326,9 @@ def _deploy(args: argparse.Namespace) -> int:
             print(f"{key}: endpoint {entry['id']} deleted")
         del deployments.environments[args.env]
         deployments.save()
+    elif args.action == "logs":
+        _, entry, _ = find_endpoint(deployments, args.env, args.endpoint)
+        print_logs(deployments.environment(args.env), entry["id"], args.follow)
     else:
         _, entry, _ = find_endpoint(deployments, args.env, args.endpoint)
         print(entry["api_key"])

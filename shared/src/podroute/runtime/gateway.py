@@ -263,7 +263,8 @@ class Gateway:
             )
         except (UpstreamError, OSError) as error:
             if not exchange.started and worker.state == "ready":
-                worker.state, worker.failure = "unhealthy", f"connection failed: {error}"
+                worker.failure = f"connection failed: {error}"
+                worker.set_state("unhealthy", worker.failure)
             await self._fail(exchange, 502, "worker connection failed; retry the request", str(error))
         finally:
             if connection is not None:

@@ -5,7 +5,10 @@
 - The desired worker count comes from `policy.desired_workers` (in flight + waiting over
   scalerValue, within [workersMin, workersMax]); a waiting request scales from zero.
 - A request holds its worker through `lease()`, which releases it however the request ends.
-- A worker idle for `idleTimeout` above the desired count is drained, then stopped.
+- A worker idle for `idleTimeout` above the desired count is drained, then stopped
+  (`policy.choose_idle_drains`).
+- Every decision (with its inputs), worker transition and worker log line goes to the metrics
+  store, when the pool has one.
 - A new release (build or env) starts new workers; each outdated worker is drained once enough new
   ones are ready, so a rollout drops no request.
 - Unhealthy or dead workers leave the pool and are replaced, with a growing back-off when a release
@@ -23,7 +26,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from podroute.runtime.policy import ScalingDecision, desired_workers
+from podroute.runtime.metrics import MetricsStore
+from podroute.runtime.policy import IdleWorker, ScalingDecision, choose_idle_drains, desired_workers
 from podroute.runtime.state import EndpointRecord
 from podroute.runtime.workers import LIVE_STATES, Worker, WorkerSpec
 
@@ -49,8 +53,15 @@ class Lease:
 class EndpointPool:
     """The workers of one endpoint and the loop that scales them."""
 
-    def __init__(self, record: EndpointRecord, make_spec: SpecFactory, tick_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        record: EndpointRecord,
+        make_spec: SpecFactory,
+        tick_s: float = 0.1,
+        metrics: MetricsStore | None = None,
+    ) -> None:
         self.record = record
+        self.metrics = metrics
         self.workers: list[Worker] = []
         self.waiting = 0
         self.decisions: deque[dict[str, Any]] = deque(maxlen=50)
@@ -158,6 +169,23 @@ class EndpointPool:
         entry = {"at": time.time(), "action": action, "reason": reason}
         self.decisions.append(entry)
         logger.info("endpoint %s: %s (%s)", self.record.id, action, reason)
+        if self.metrics is not None:
+            live = sum(1 for w in self.workers if w.state in LIVE_STATES)
+            desired = self.desired()
+            self.metrics.record_decision(
+                self.record.id, action, reason, self.inflight, self.waiting, live, desired
+            )
+
+    def _worker_state(self, worker: Worker, state: str, reason: str) -> None:
+        if self.metrics is not None:
+            startup = worker.startup_s if state == "ready" else None
+            self.metrics.record_worker_event(
+                self.record.id, worker.id, state, reason, worker.release_key, startup
+            )
+
+    def _worker_log(self, worker: Worker, line: str) -> None:
+        if self.metrics is not None:
+            self.metrics.record_log(self.record.id, worker.id, line)
 
     async def _run(self) -> None:
         while not self._closing:
@@ -172,6 +200,9 @@ class EndpointPool:
     async def reconcile(self) -> None:
         """One scaling step: drop the dead, start what is missing, drain what is idle or old."""
         await self._remove_unhealthy()
+        if self.metrics is not None:
+            live = sum(1 for w in self.workers if w.state in LIVE_STATES)
+            self.metrics.sample_load(self.record.id, self.inflight + self.waiting, live, time.time())
         current = [
             w for w in self.workers if w.release_key == self.record.release.key and w.state in LIVE_STATES
         ]
@@ -215,7 +246,7 @@ class EndpointPool:
             self._decide("start failed", str(error).splitlines()[0])
             return
         for _ in range(count):
-            worker = Worker(spec)
+            worker = Worker(spec, on_state=self._worker_state, on_log=self._worker_log)
             self.workers.append(worker)
             await worker.start()
             self._decide("scale out", f"started {worker.id}: {reason}")
@@ -231,32 +262,26 @@ class EndpointPool:
             self._consecutive_failures = 0
         keep = max(0, desired - ready_current)
         for worker in sorted(outdated, key=lambda w: w.inflight)[: max(0, len(outdated) - keep)]:
-            worker.state = "draining"
-            self._decide(
-                "drain", f"{worker.id} runs an outdated release; {ready_current} new worker(s) ready"
-            )
+            reason = f"{worker.id} runs an outdated release; {ready_current} new worker(s) ready"
+            worker.set_state("draining", reason)
+            self._decide("drain", reason)
 
     def _drain_idle(self, current: list[Worker], desired: int) -> None:
         live = [w for w in current if w.state in LIVE_STATES]
         over_max = len(live) - self.record.scaling["workersMax"]
         if over_max > 0:  # a lowered workersMax applies at once: drain the least busy
             for worker in sorted(live, key=lambda w: (w.state == "ready", w.inflight))[:over_max]:
-                worker.state = "draining"
-                self._decide("scale in", f"{worker.id} above workersMax {self.record.scaling['workersMax']}")
+                reason = f"{worker.id} above workersMax {self.record.scaling['workersMax']}"
+                worker.set_state("draining", reason)
+                self._decide("scale in", reason)
             live = [w for w in live if w.state in LIVE_STATES]
-        idle_timeout = self.record.scaling["idleTimeout"]
         now = time.monotonic()
-        idle = sorted(
-            (
-                w
-                for w in live
-                if w.state == "ready" and w.inflight == 0 and now - w.last_active >= idle_timeout
-            ),
-            key=lambda w: w.last_active,
-        )
-        for worker in idle[: max(0, len(live) - desired)]:
-            worker.state = "draining"
-            self._decide("scale in", f"{worker.id} idle for {idle_timeout}s; {desired} desired")
+        idle = [IdleWorker(w.id, now - w.last_active) for w in live if w.state == "ready" and w.inflight == 0]
+        by_id = {w.id: w for w in live}
+        timeout = float(self.record.scaling["idleTimeout"])
+        for worker_id, reason in choose_idle_drains(len(live), desired, idle, timeout):
+            by_id[worker_id].set_state("draining", reason)
+            self._decide("scale in", reason)
 
     async def _stop_drained(self) -> None:
         for worker in [w for w in self.workers if w.state == "draining" and w.inflight == 0]:

@@ -3,10 +3,13 @@
     gateway   http://HOST:PORT/<endpoint_id>/<path>    Bearer <endpoint api key>
     health    http://HOST:PORT/v2/<endpoint_id>/health  worker counts, like RunPod's
     control   http://HOST:PORT/control/...              Bearer <runtime token>
+    metrics   http://HOST:PORT/metrics                  Bearer <runtime token> (Prometheus text)
 
 This module holds the endpoints and their builds (`LocalRuntime`) and the control API; the gateway
 (`podroute.runtime.gateway`) is ASGI middleware in front of it, and `podroute.runtime.listener`
-serves both.
+serves both. Every finished gateway request reaches `LocalRuntime.observe_request` (a gateway
+observer), which files it in the metrics store by route template, release and worker; the control
+API reads it back (`podroute.runtime.observability`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hmac
 import logging
 import os
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +30,15 @@ from quart import Quart, Response, request
 
 from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
+from podroute.cost import load_price_file
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
-from podroute.runtime.gateway import Gateway
+from podroute.runtime.gateway import Gateway, RequestRecord
 from podroute.runtime.listener import ListenSettings
+from podroute.runtime.metrics import MetricsSettings, MetricsStore, RequestFacts
+from podroute.runtime.observability import EndpointFacts, Observability, register_observability
 from podroute.runtime.pool import EndpointPool
+from podroute.runtime.routes import RouteTable
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -71,6 +79,8 @@ class RuntimeSettings:
     keep_alive_s: float = 30.0
     read_timeout_s: float = 360.0
     extra_env: dict[str, str] = field(default_factory=dict)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    daily_budget_usd: float = 0.0
 
     @property
     def base_url(self) -> str:
@@ -90,9 +100,17 @@ class RuntimeSettings:
     @classmethod
     def from_env(cls) -> RuntimeSettings:
         """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
-        KEEP_ALIVE_S (idle connections) and READ_TIMEOUT_S (a client silent mid-request)."""
+        KEEP_ALIVE_S (idle connections), READ_TIMEOUT_S (a client silent mid-request),
+        METRICS_RETENTION_S (rollups, 7 days), METRICS_RAW_LIMIT (request records kept, 10000) and
+        DAILY_BUDGET_USD (per endpoint; 0 = no budget)."""
         env = os.environ
+        metrics = MetricsSettings(
+            retention_s=_float_env("PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
+            raw_limit=int(_float_env("PODROUTE_RUNTIME_METRICS_RAW_LIMIT", 10_000)),
+        )
         return cls(
+            metrics=metrics,
+            daily_budget_usd=_float_env("PODROUTE_RUNTIME_DAILY_BUDGET_USD", 0.0),
             data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
             host=env.get("PODROUTE_RUNTIME_HOST", "localhost"),
             port=int(env.get("PODROUTE_RUNTIME_PORT", "8800")),
@@ -128,6 +146,9 @@ class LocalRuntime:
         self.state = StateFile(self.data_dir)
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
+        self.metrics = MetricsStore(self.data_dir / "metrics.sqlite3", settings.metrics)
+        self._route_tables: dict[str, RouteTable] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -135,15 +156,19 @@ class LocalRuntime:
         """Bring every stored endpoint back to its configured minimum."""
         for record in self.state.endpoints.values():
             self._start_pool(record)
+        self._flusher = asyncio.create_task(self.metrics.run_flusher())
         logger.info("runtime started with %d endpoint(s) in %s", len(self.pools), self.data_dir)
 
     async def stop(self) -> None:
         """Stop every worker (endpoints stay configured for the next start)."""
         await asyncio.gather(*(pool.close() for pool in self.pools.values()))
         self.pools.clear()
+        if self._flusher is not None:
+            self._flusher.cancel()
+        await asyncio.to_thread(self.metrics.close)
 
     def _start_pool(self, record: EndpointRecord) -> EndpointPool:
-        pool = EndpointPool(record, self._worker_spec)
+        pool = EndpointPool(record, self._worker_spec, metrics=self.metrics)
         self.pools[record.id] = pool
         pool.start()
         return pool
@@ -309,6 +334,62 @@ class LocalRuntime:
             },
         }
 
+    # -- observability --------------------------------------------------------------------------
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        """In flight, waiting and workers by state of every endpoint (for the Prometheus gauges)."""
+        result: dict[str, dict[str, Any]] = {}
+        for endpoint_id, pool in self.pools.items():
+            counts: dict[str, int] = {}
+            for worker in pool.workers:
+                counts[worker.state] = counts.get(worker.state, 0) + 1
+            result[endpoint_id] = {"inflight": pool.inflight, "waiting": pool.waiting, "workers": counts}
+        return result
+
+    def routes_of(self, record: EndpointRecord, release_key: str) -> RouteTable:
+        """The route table of the build a release runs (cached per release)."""
+        table = self._route_tables.get(release_key)
+        if table is None:
+            build = next((r.build for r in record.releases if r.key == release_key), record.release.build)
+            table = self._route_tables[release_key] = RouteTable(self.state.builds[build]["routes"])
+        return table
+
+    def observe_request(self, record: RequestRecord) -> None:
+        """Gateway observer: file a finished request under its route template, release and worker.
+
+        Requests to endpoints that do not exist are not recorded (their ids are whatever a client
+        typed); the rest are, whether a worker served them or not (401, 400 no workers, 524...).
+        """
+        endpoint = self.state.endpoints.get(record.endpoint_id)
+        if endpoint is None:
+            return
+        release = endpoint.release.key
+        pool = self.pools.get(endpoint.id)
+        if record.worker_id and pool is not None:
+            for worker in pool.workers:
+                if worker.id == record.worker_id:
+                    release = worker.release_key
+                    break
+        path = record.path.split("?", 1)[0]
+        self.metrics.record_request(
+            RequestFacts(
+                endpoint=endpoint.id,
+                method=record.method,
+                path=path,
+                route=self.routes_of(endpoint, release).match(record.method, path),
+                status=record.status,
+                at=time.time() - record.duration_s,
+                duration_s=record.duration_s,
+                wait_s=record.waited_s,
+                cold_start=record.cold_start,
+                worker=record.worker_id or "",
+                release=release,
+                request_id=record.request_id,
+                bytes_in=record.bytes_in,
+                bytes_out=record.bytes_out,
+            )
+        )
+
 
 def _env_of(payload: dict[str, Any]) -> dict[str, str]:
     env = payload.get("env") or {}
@@ -338,13 +419,37 @@ def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
     app.asgi_app = gateway  # type: ignore[assignment]  # Quart's documented middleware hook
     app.extensions["podroute_runtime"] = runtime
     app.extensions["podroute_gateway"] = gateway
+    gateway.observers.append(runtime.observe_request)
     app.before_serving(runtime.start)
     app.before_serving(gateway.start)
     app.after_serving(gateway.close)
     app.after_serving(runtime.stop)
     _register_control(app, runtime)
     _register_health(app, runtime)
+    _register_observability(app, runtime)
     return app
+
+
+def _register_observability(app: Quart, runtime: LocalRuntime) -> None:
+    prices = load_price_file()
+
+    def facts(endpoint_id: str) -> EndpointFacts:
+        record = runtime.state.endpoints[endpoint_id]
+        resource = runtime.state.builds[record.release.build]["resource"]
+        return EndpointFacts(id=record.id, scaling=dict(record.scaling), resource=resource)
+
+    async def authorized() -> Response | None:
+        return _check_token(runtime)
+
+    view = Observability(
+        metrics=runtime.metrics,
+        endpoint=facts,
+        prices=lambda: prices,
+        load=runtime.load,
+        authorized=authorized,
+        daily_budget_usd=runtime.settings.daily_budget_usd,
+    )
+    register_observability(app, view)
 
 
 def _check_token(runtime: LocalRuntime) -> Response | None:

@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,11 @@ import httpx
 logger = logging.getLogger("podroute.runtime.workers")
 
 LIVE_STATES = frozenset({"starting", "initializing", "ready"})
+
+StateListener = Callable[["Worker", str, str], None]
+"""Called as (worker, new state, reason) on every transition."""
+LogListener = Callable[["Worker", str], None]
+"""Called with every line the worker prints."""
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -61,6 +67,8 @@ class Worker:
     failure: str | None = None
     log: deque[str] = field(default_factory=lambda: deque(maxlen=40))
     process: asyncio.subprocess.Process | None = None
+    on_state: StateListener | None = None
+    on_log: LogListener | None = None
     _health_task: asyncio.Task[None] | None = None
     _output_task: asyncio.Task[None] | None = None
 
@@ -90,6 +98,22 @@ class Worker:
             "failure": self.failure,
         }
 
+    @property
+    def startup_s(self) -> float | None:
+        """Seconds from process start to ready (None until ready)."""
+        return None if self.ready_at is None else round(self.ready_at - self.started_at, 3)
+
+    def set_state(self, state: str, reason: str) -> None:
+        """Move to `state`, telling the listener why."""
+        if state == self.state:
+            return
+        self.state = state
+        self._tell(state, reason)
+
+    def _tell(self, state: str, reason: str) -> None:
+        if self.on_state is not None:
+            self.on_state(self, state, reason)
+
     async def start(self, health_path: str = "/ping") -> None:
         """Start the process and its health and log watchers."""
         env = {
@@ -115,6 +139,7 @@ class Worker:
             start_new_session=True,
         )
         logger.info("worker %s started (pid %s, port %s)", self.id, self.process.pid, self.port)
+        self._tell("starting", f"process started (pid {self.process.pid}, port {self.port})")
         self._output_task = asyncio.create_task(self._read_output())
         self._health_task = asyncio.create_task(self._watch_health(health_path))
 
@@ -123,13 +148,15 @@ class Worker:
         async for raw in self.process.stdout:
             line = raw.decode(errors="replace").rstrip()
             self.log.append(line)
+            if self.on_log is not None:
+                self.on_log(self, line)
             logger.debug("worker %s: %s", self.id, line)
 
     def _mark_unhealthy(self, reason: str) -> None:
         if self.state in ("stopped", "unhealthy"):
             return
-        self.state = "unhealthy"
         self.failure = reason
+        self.set_state("unhealthy", reason)
         logger.warning("worker %s unhealthy: %s", self.id, reason)
 
     async def _watch_health(self, health_path: str) -> None:
@@ -152,11 +179,13 @@ class Worker:
             return
         if response.status_code == 200:
             if self.state in ("starting", "initializing"):
-                self.state, self.ready_at = "ready", time.monotonic()
+                self.ready_at = time.monotonic()
+                self.set_state("ready", f"/ping answered 200 after {self.startup_s:.2f} s")
                 logger.info("worker %s ready", self.id)
         elif response.status_code == 204:
             if self.state == "starting":
-                self.state, self.first_204_at = "initializing", time.monotonic()
+                self.first_204_at = time.monotonic()
+                self.set_state("initializing", "/ping answered 204 (startup hooks running)")
         else:
             self._mark_unhealthy(f"health check answered {response.status_code}")
 
@@ -171,6 +200,7 @@ class Worker:
             self._health_task.cancel()
         process = self.process
         if process is None or process.returncode is not None:
+            self._tell("stopped", f"stopped (was {previous}; the process had already exited)")
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -180,4 +210,5 @@ class Worker:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
+        self._tell("stopped", f"process exited with status {process.returncode} (was {previous})")
         logger.info("worker %s stopped (was %s)", self.id, previous)

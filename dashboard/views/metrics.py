@@ -1,0 +1,198 @@
+"""Metrics: what a deployed endpoint is doing, read from the local runtime's observability API.
+
+    /endpoints/<id>/metrics?env=&window=15m|1h|24h|7d     overview (charts refresh every 2 s)
+    /endpoints/<id>/metrics/panel                          the refreshing fragment
+    /endpoints/<id>/metrics/requests?route=&status=&request_id=   request log
+    /endpoints/<id>/metrics/logs?request_id=&worker=       worker log lines (of one request)
+
+Charts are server-rendered SVG (`dashboard.charts`). Only the local runtime records per-route
+metrics; a RunPod environment shows why not (see the README, "On RunPod").
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+from quart import Blueprint, render_template, request
+from werkzeug.exceptions import NotFound
+
+from dashboard.app import state, transaction
+from dashboard.charts import Series, render_line_chart
+from dashboard.models import Endpoint
+from dashboard.providers import ProviderSetupError, read_runtime_token
+from dashboard.queries import current_deployment
+from dashboard.views.loading import load_endpoint
+
+blueprint = Blueprint("metrics", __name__)
+
+WINDOWS = ("15m", "1h", "24h", "7d")
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
+
+
+class RuntimeUnavailableError(Exception):
+    """The local runtime cannot answer; the message says what to do."""
+
+
+async def _runtime_get(path: str, **params: str) -> Any:
+    settings = state().settings
+    try:
+        token = read_runtime_token(settings)
+    except ProviderSetupError as error:
+        raise RuntimeUnavailableError(str(error)) from None
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            response = await client.get(
+                f"{settings.runtime_url}/control{path}",
+                params=params,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+    except httpx.TransportError:
+        raise RuntimeUnavailableError(
+            f"the local runtime at {settings.runtime_url} does not answer; start it with `podroute runtime`"
+        ) from None
+    if response.status_code != 200:
+        raise RuntimeUnavailableError(f"the local runtime answered {response.status_code} for {path}")
+    return response.json()
+
+
+async def _context(endpoint_id: int) -> dict[str, Any]:
+    endpoint: Endpoint = await load_endpoint(endpoint_id)
+    environment = request.args.get("env") or state().settings.environments[0]
+    if environment not in state().settings.environments:
+        raise NotFound(f"there is no environment {environment!r}")
+    window = request.args.get("window", "15m")
+    if window not in WINDOWS:
+        window = "15m"
+    async with transaction() as db:
+        current = await current_deployment(db, endpoint.id, environment)
+    context: dict[str, Any] = {
+        "endpoint": endpoint,
+        "environment": environment,
+        "environments": state().settings.environments,
+        "window": window,
+        "windows": WINDOWS,
+        "current": current,
+        "problem": None,
+    }
+    if current is None:
+        context["problem"] = f"not deployed to {environment}"
+    elif current.provider != "local":
+        context["problem"] = (
+            "per-route metrics, request logs and worker timelines are recorded by the local runtime "
+            "only; RunPod reports worker counts and the bill, not per-request data"
+        )
+    return context
+
+
+def _charts(summary: dict[str, Any], window_s: float) -> list[Any]:
+    until = time.time()
+    since = until - window_s
+    series = summary["series"]
+    load = summary["load"]
+    cost = summary.get("cost") or {}
+
+    def points(rows: list[dict[str, Any]], key: str, scale: float = 1.0) -> list[tuple[float, float]]:
+        return [(row["minute"] + 30, (row[key] or 0) * scale) for row in rows]
+
+    hourly = float(cost.get("price_per_hour") or 0.0)
+    return [
+        render_line_chart(
+            "Requests and errors per minute",
+            [Series("requests", points(series, "requests")), Series("errors", points(series, "errors"))],
+            since,
+            until,
+        ),
+        render_line_chart(
+            "Latency (ms)",
+            [Series(name, points(series, f"{name}_s", 1000)) for name in ("p50", "p95", "p99")],
+            since,
+            until,
+        ),
+        render_line_chart(
+            "Workers vs in flight",
+            [
+                Series("workers", points(load, "workers_max")),
+                Series("in flight", points(load, "inflight_max")),
+            ],
+            since,
+            until,
+        ),
+        render_line_chart(
+            "Cost (USD per hour, live workers x price)",
+            [Series("USD/h", points(load, "workers_avg", hourly))],
+            since,
+            until,
+        ),
+    ]
+
+
+@blueprint.get("/endpoints/<int:endpoint_id>/metrics")
+async def overview(endpoint_id: int) -> str:
+    """The overview page; its panel refreshes itself."""
+    return await render_template("metrics/overview.html", **await _context(endpoint_id))
+
+
+@blueprint.get("/endpoints/<int:endpoint_id>/metrics/panel")
+async def panel(endpoint_id: int) -> str:
+    """Charts, route table, worker timeline and recent scaling decisions (htmx fragment)."""
+    context = await _context(endpoint_id)
+    if context["problem"] is None:
+        external = context["current"].external_id
+        window_s = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 604800}[context["window"]]
+        try:
+            summary = await _runtime_get(f"/endpoints/{external}/metrics", window=context["window"])
+            workers = await _runtime_get(f"/endpoints/{external}/workers", window="1h")
+            scaling = await _runtime_get(f"/endpoints/{external}/scaling", window=context["window"])
+        except RuntimeUnavailableError as error:
+            context["problem"] = str(error)
+        else:
+            context.update(
+                summary=summary,
+                charts=_charts(summary, window_s),
+                workers=workers["workers"][-20:],
+                decisions=scaling["decisions"][-10:],
+                rendered_at=time.strftime("%H:%M:%S", time.gmtime()),
+            )
+    return await render_template("metrics/_panel.html", **context)
+
+
+@blueprint.get("/endpoints/<int:endpoint_id>/metrics/requests")
+async def requests_log(endpoint_id: int) -> str:
+    """Recent requests, filtered by route, status class and request id."""
+    context = await _context(endpoint_id)
+    filters = {k: request.args.get(k, "").strip()[:200] for k in ("route", "status", "request_id")}
+    if filters["status"] not in ("", *STATUS_CLASSES):
+        filters["status"] = ""
+    context.update(filters=filters, statuses=STATUS_CLASSES, rows=[])
+    if context["problem"] is None:
+        try:
+            found = await _runtime_get(
+                f"/endpoints/{context['current'].external_id}/requests", limit="200", **filters
+            )
+            context["rows"] = [
+                {**row, "when": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row["at"]))}
+                for row in found["requests"]
+            ]
+        except RuntimeUnavailableError as error:
+            context["problem"] = str(error)
+    return await render_template("metrics/requests.html", **context)
+
+
+@blueprint.get("/endpoints/<int:endpoint_id>/metrics/logs")
+async def worker_logs(endpoint_id: int) -> str:
+    """Worker log lines: those carrying one request id, or one worker's last lines."""
+    context = await _context(endpoint_id)
+    request_id = request.args.get("request_id", "").strip()[:200]
+    worker = request.args.get("worker", "").strip()[:64]
+    context.update(request_id=request_id, worker=worker, lines=[])
+    if context["problem"] is None:
+        try:
+            found = await _runtime_get(
+                f"/endpoints/{context['current'].external_id}/logs", request_id=request_id, worker=worker
+            )
+            context["lines"] = found["lines"]
+        except RuntimeUnavailableError as error:
+            context["problem"] = str(error)
+    return await render_template("metrics/logs.html", **context)
