@@ -16,7 +16,6 @@ from dashboard.models import (
     Build,
     Deployment,
     Endpoint,
-    LoginAttempt,
     User,
     utc_now,
 )
@@ -172,33 +171,6 @@ async def list_audit_events(
     return list(await session.scalars(query))
 
 
-async def record_login_attempt(
-    session: AsyncSession, username: str, remote_addr: str, succeeded: bool
-) -> None:
-    """Store one login attempt (the rate limit counts the failed ones)."""
-    session.add(LoginAttempt(username=username, remote_addr=remote_addr, succeeded=succeeded, at=utc_now()))
-    await session.flush()
-
-
-async def count_login_failures(
-    session: AsyncSession, username: str, remote_addr: str, since: datetime
-) -> int:
-    """Failed attempts since `since` for this username or from this address, whichever is more."""
-    failed = (
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.succeeded.is_(False), LoginAttempt.at >= since)
-    )
-    by_user = await session.scalar(failed.where(LoginAttempt.username == username))
-    by_addr = await session.scalar(failed.where(LoginAttempt.remote_addr == remote_addr))
-    return max(int(by_user or 0), int(by_addr or 0) // 4)
-
-
-async def prune_login_attempts(session: AsyncSession, older_than: timedelta) -> None:
-    """Forget login attempts older than the rate-limit window."""
-    await session.execute(delete(LoginAttempt).where(LoginAttempt.at < utc_now() - older_than))
-
-
 async def latest_build(session: AsyncSession, endpoint_id: int, *, succeeded: bool = False) -> Build | None:
     """The endpoint's newest build (only successful ones with `succeeded=True`), or None."""
     query = select(Build).where(Build.endpoint_id == endpoint_id).order_by(Build.id.desc()).limit(1)
@@ -261,3 +233,14 @@ async def current_deployment(session: AsyncSession, endpoint_id: int, environmen
         .limit(1)
     )
     return row if row is not None and row.status == "ready" else None
+
+
+async def gateway_urls(session: AsyncSession, endpoint_id: int) -> list[str]:
+    """The distinct gateway URLs the endpoint's deployments were given (for the try-it allowlist)."""
+    query = (
+        select(Deployment.url)
+        .where(Deployment.endpoint_id == endpoint_id, Deployment.url != "")
+        .distinct()
+        .limit(100)
+    )
+    return list(await session.scalars(query))

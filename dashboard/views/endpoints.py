@@ -24,11 +24,12 @@ from dashboard.operations import (
 from dashboard.queries import (
     ENDPOINT_STATUSES,
     endpoint_status,
+    gateway_urls,
     get_endpoint,
     list_audit_events,
     list_endpoints,
 )
-from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
+from dashboard.tryit import HTTP_METHODS, AllowedTargets, TryItError, TryItRequest, send
 from dashboard.views.deployments import deploy_context
 from dashboard.views.loading import load_endpoint
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
@@ -271,6 +272,14 @@ def _try_request(form: Any) -> TryItRequest:
     )
 
 
+async def _allowed_targets(endpoint: Endpoint) -> AllowedTargets:
+    settings = state().settings
+    async with transaction() as db:
+        gateways = await gateway_urls(db, endpoint.id)
+    dashboard_itself = [request.host_url, f"http://localhost:{settings.port}"]
+    return AllowedTargets.of([_default_base_url(endpoint), *gateways], settings.try_it_hosts, dashboard_itself)
+
+
 @blueprint.post("/<int:endpoint_id>/try")
 async def try_send(endpoint_id: int) -> Response:
     """Send the try-it request from the server and show status, headers, body and latency."""
@@ -279,7 +288,7 @@ async def try_send(endpoint_id: int) -> Response:
     result, error, status = None, None, 200
     try:
         tried = _try_request(form)
-        result = await send(tried, state().settings.try_it_hosts)
+        result = await send(tried, await _allowed_targets(endpoint))
     except TryItError as problem:
         error, status = str(problem), 422
         tried = None
