@@ -22,6 +22,7 @@ from dashboard.db import Sessions, create_engine, create_sessions, prepare_data_
 from dashboard.discovery import DiscoveryCache
 from dashboard.models import User, as_utc
 from dashboard.queries import add_audit_event, add_user, count_users
+from dashboard.secrets_at_rest import install_key_ring
 from dashboard.security import (
     PasswordPolicyError,
     add_security_headers,
@@ -34,7 +35,6 @@ from dashboard.security import (
     safe_next_path,
     session_token,
 )
-from dashboard.secrets_at_rest import install_key_ring
 from dashboard.settings import DashboardSettings
 from dashboard.user_sessions import find_session_user
 

@@ -37,9 +37,7 @@ def derive_key(secret: str) -> bytes:
     """The Fernet key (urlsafe base64 of 32 bytes) derived from a dashboard secret."""
     if not secret:
         raise SecretsKeyError("an empty secret cannot key the encryption of stored secrets")
-    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(
-        secret.encode()
-    )
+    raw = HKDF(algorithm=hashes.SHA256(), length=32, salt=_HKDF_SALT, info=_HKDF_INFO).derive(secret.encode())
     return base64.urlsafe_b64encode(raw)
 
 

@@ -12,7 +12,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from quart import Quart, Response, current_app, g, request, session
 
-SESSION_TOKEN_KEY = "sid"
+SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a field name, not a secret
 """The cookie field holding the session token (its record is in `user_sessions`)."""
 DEFAULT_NEXT = "/endpoints"
 """Where a login goes when `next` is missing or not a path on this site."""

@@ -34,7 +34,7 @@ DEFAULT_RUNTIME_URL = f"http://localhost:{DEFAULT_RUNTIME_PORT}"
 """The local runtime `podroute runtime` started with its defaults."""
 PROVIDERS = ("local", "runpod")
 _ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 - listening on all means "call localhost"
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 class SettingsError(ValueError):
@@ -240,13 +240,15 @@ class DashboardSettings:
         after a rotation), DASHBOARD_ADMIN_USER (admin),
         DASHBOARD_ADMIN_PASSWORD (creates that user on first start), DASHBOARD_PROJECT_DIR (<repo>),
         DASHBOARD_TRY_IT_URL (http://localhost:$FLASH_PORT/{service}, FLASH_PORT defaulting to 8888),
-        DASHBOARD_TRY_IT_HOSTS (extra hosts the try-it panel may call, any port; '*' for any), DASHBOARD_SECURE_COOKIES,
+        DASHBOARD_TRY_IT_HOSTS (extra hosts the try-it panel may call, any port; '*' for any),
+        DASHBOARD_SECURE_COOKIES,
         DASHBOARD_LOGIN_MAX_FAILURES (5 free failures per address and user), DASHBOARD_LOGIN_DELAY_S
         (2: the first delay after them, doubling with each further failure), DASHBOARD_LOGIN_WINDOW_S
         (300: how long failures count, and the longest delay), LOG_LEVEL (INFO).
 
         Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
-        runpod), PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, that defaulting to 8800), PODROUTE_RUNTIME_TOKEN or
+        runpod), PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
+        to 8800), PODROUTE_RUNTIME_TOKEN or
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
         CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
         (dashboard),

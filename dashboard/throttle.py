@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import ColumnElement, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.models import LoginAttempt, as_utc, utc_now
@@ -38,7 +38,9 @@ def delay_after(failures: int, free: int, policy: ThrottlePolicy) -> float:
     return float(min(policy.window_s, policy.base_delay_s * 2 ** min(failures - free, 30)))
 
 
-async def _failures(session: AsyncSession, since: datetime, *conditions: object) -> tuple[int, datetime | None]:
+async def _failures(
+    session: AsyncSession, since: datetime, *conditions: ColumnElement[bool]
+) -> tuple[int, datetime | None]:
     row = (
         await session.execute(
             select(func.count(), func.max(LoginAttempt.at)).where(
@@ -94,4 +96,6 @@ async def clear_throttles(session: AsyncSession, username: str = "", address: st
 
 async def prune_login_attempts(session: AsyncSession, window_s: int) -> None:
     """Forget attempts older than the window."""
-    await session.execute(delete(LoginAttempt).where(LoginAttempt.at < utc_now() - timedelta(seconds=window_s)))
+    await session.execute(
+        delete(LoginAttempt).where(LoginAttempt.at < utc_now() - timedelta(seconds=window_s))
+    )

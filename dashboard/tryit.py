@@ -92,7 +92,9 @@ class AllowedTargets:
     refused: frozenset[Origin] = frozenset()
 
     @classmethod
-    def of(cls, urls: Iterable[str], hosts: Iterable[str] = (), refused: Iterable[str] = ()) -> AllowedTargets:
+    def of(
+        cls, urls: Iterable[str], hosts: Iterable[str] = (), refused: Iterable[str] = ()
+    ) -> AllowedTargets:
         """Allow the origins of `urls` and the `hosts`; refuse the origins of `refused`."""
         return cls(
             frozenset(o for o in map(origin_of, urls) if o is not None),
@@ -112,7 +114,9 @@ def check_base_url(base_url: str, allowed: AllowedTargets) -> str:
     parts = urlsplit(base_url.strip())
     origin = origin_of(base_url)
     if origin is None:
-        raise TryItError("the base URL must start with http:// or https:// and name a host (and a valid port)")
+        raise TryItError(
+            "the base URL must start with http:// or https:// and name a host (and a valid port)"
+        )
     if parts.username or parts.password:
         raise TryItError("put credentials in the bearer token field, not in the URL")
     if not allowed.allows(origin):

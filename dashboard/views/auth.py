@@ -27,7 +27,13 @@ from dashboard.security import (
     verify_password,
 )
 from dashboard.throttle import ThrottlePolicy, login_wait_s, prune_login_attempts, record_login_attempt
-from dashboard.user_sessions import close_session, close_sessions, count_sessions, open_session, prune_sessions
+from dashboard.user_sessions import (
+    close_session,
+    close_sessions,
+    count_sessions,
+    open_session,
+    prune_sessions,
+)
 
 logger = logging.getLogger("dashboard.auth")
 blueprint = Blueprint("auth", __name__)

@@ -277,7 +277,9 @@ async def _allowed_targets(endpoint: Endpoint) -> AllowedTargets:
     async with transaction() as db:
         gateways = await gateway_urls(db, endpoint.id)
     dashboard_itself = [request.host_url, f"http://localhost:{settings.port}"]
-    return AllowedTargets.of([_default_base_url(endpoint), *gateways], settings.try_it_hosts, dashboard_itself)
+    return AllowedTargets.of(
+        [_default_base_url(endpoint), *gateways], settings.try_it_hosts, dashboard_itself
+    )
 
 
 @blueprint.post("/<int:endpoint_id>/try")

@@ -72,7 +72,9 @@ def test_other_targets_are_refused(url, allowed, message):
 def test_listed_hosts_and_wildcard():
     listed = AllowedTargets.of([], ["api.runpod.ai"])
     assert check_base_url("https://api.runpod.ai/v2/x", listed) == "https://api.runpod.ai/v2/x"
-    assert check_base_url("https://anything.example", AllowedTargets.of([], ["*"])) == "https://anything.example"
+    assert (
+        check_base_url("https://anything.example", AllowedTargets.of([], ["*"])) == "https://anything.example"
+    )
 
 
 def test_build_url_keeps_the_query_apart():
