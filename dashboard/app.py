@@ -210,6 +210,10 @@ _MESSAGES = {
 def _register_errors(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        if isinstance(error, htmx.GoneError) and htmx.is_partial() and request.method == "GET":
+            gone = f"{error.description}: go back to the endpoint list"
+            body = await render_template("_message.html", kind="error", message=gone)
+            return Response(body, status=htmx.STOP_POLLING)
         status = error.code or 500
         message = _MESSAGES.get(status, error.description or "the request failed")
         if (
@@ -277,7 +281,9 @@ def create_app(settings: DashboardSettings | None = None) -> Quart:
     )
     dashboard = DashboardState(
         settings=settings,
-        discovery=DiscoveryCache(settings.project_dir.resolve(), settings.discovery_timeout_s),
+        discovery=DiscoveryCache(
+            settings.project_dir.resolve(), settings.discovery_timeout_s, settings.data_dir / "cache"
+        ),
         assets={"htmx": htmx_asset()},
     )
     dashboard.celery = create_celery(settings)

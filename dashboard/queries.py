@@ -107,16 +107,22 @@ async def get_endpoint_by_name(session: AsyncSession, name: str) -> Endpoint | N
     )
 
 
-async def find_endpoint_for_code(session: AsyncSession, service: str, resource: str) -> Endpoint | None:
-    """The endpoint that deploys `resource` of `service`, else the one named `resource`, else None."""
-    found = await session.scalar(
+async def find_endpoints_for_code(session: AsyncSession, service: str, resource: str) -> list[Endpoint]:
+    """Every endpoint that deploys `resource` of `service` (more than one is ambiguous), by id."""
+    query = (
         select(Endpoint)
         .where(Endpoint.service == service, Endpoint.resource == resource)
         .options(selectinload(Endpoint.env_vars))
         .order_by(Endpoint.id)
-        .limit(1)
+        .limit(10)
     )
-    return found or await get_endpoint_by_name(session, resource)
+    return list(await session.scalars(query))
+
+
+async def find_endpoint_for_code(session: AsyncSession, service: str, resource: str) -> Endpoint | None:
+    """The endpoint that deploys `resource` of `service`, else the one named `resource`, else None."""
+    found = await find_endpoints_for_code(session, service, resource)
+    return found[0] if found else await get_endpoint_by_name(session, resource)
 
 
 async def endpoint_status(session: AsyncSession, endpoint_id: int) -> str:
