@@ -87,6 +87,11 @@ def install_key_ring(current: str, older: Sequence[str] = ()) -> KeyRing:
     return ring
 
 
+def installed_key_ring() -> KeyRing | None:
+    """The installed key ring, or None when none is."""
+    return _installed[0] if _installed else None
+
+
 def key_ring() -> KeyRing:
     """The installed key ring (raises `SecretsKeyError` when none is)."""
     if not _installed:

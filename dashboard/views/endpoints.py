@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
 
@@ -11,7 +13,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
 from dashboard.configs import FIELD_LABELS, masked_env
-from dashboard.discovery import DiscoveredResource, DiscoveryError
+from dashboard.discovery import DiscoveredResource, DiscoveryError, service_names
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
 from dashboard.operations import (
@@ -54,9 +56,15 @@ def _choices() -> dict[str, Any]:
     }
 
 
+async def _services() -> list[str]:
+    return await asyncio.to_thread(service_names, state().settings.project_dir)
+
+
 async def _render_form(form: EndpointForm, endpoint: Endpoint | None, status: int = 200) -> Response:
     template = "endpoints/_form.html" if htmx.is_partial() else "endpoints/form.html"
-    body = await render_template(template, form=form, endpoint=endpoint, **_choices())
+    body = await render_template(
+        template, form=form, endpoint=endpoint, services=await _services(), **_choices()
+    )
     return Response(body, status=status)
 
 
@@ -86,7 +94,7 @@ async def new() -> Response:
 @blueprint.post("")
 async def create() -> Response:
     """Validate and store a new endpoint; inline errors with 422 when invalid."""
-    form, draft = parse_endpoint_form(await request.form)
+    form, draft = parse_endpoint_form(await request.form, services=await _services())
     if draft is None:
         return await _render_form(form, None, 422)
     try:
@@ -117,11 +125,12 @@ async def edit(endpoint_id: int) -> Response:
 async def update(endpoint_id: int) -> Response:
     """Validate and apply an edit; 422 with inline errors, 409 when someone saved in between."""
     data = await request.form
+    services = await _services()
     async with transaction() as db:
         endpoint = await get_endpoint(db, endpoint_id)
         if endpoint is None:
             raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-        form, draft = parse_endpoint_form(data, {var.key: var for var in endpoint.env_vars})
+        form, draft = parse_endpoint_form(data, {var.key: var for var in endpoint.env_vars}, services)
         if draft is None:
             return await _render_form(form, endpoint, 422)
         try:
@@ -172,8 +181,6 @@ def _default_base_url(endpoint: Endpoint) -> str:
 
 
 def _example_body(schema: dict[str, Any] | None) -> str:
-    import json
-
     if not schema:
         return ""
     return json.dumps(_example(schema), indent=2)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
-from dashboard.secrets_at_rest import PREFIX, KeyRing
+from dashboard.secrets_at_rest import PREFIX, KeyRing, installed_key_ring
 from dashboard.settings import DashboardSettings
 
 revision: str = "0005_dashsec"
@@ -28,7 +28,9 @@ _ENCRYPTED = (("deployments", "api_key"), ("endpoint_env_vars", "value"))
 
 
 def _key_ring() -> KeyRing:
-    ring = context.config.attributes.get("key_ring")
+    """The ring `python -m dashboard migrate` passes, else the one this process installed, else
+    one from DASHBOARD_SECRET_KEY / DASHBOARD_OLD_SECRET_KEYS."""
+    ring = context.config.attributes.get("key_ring") or installed_key_ring()
     if isinstance(ring, KeyRing):
         return ring
     return KeyRing(*DashboardSettings.from_env().encryption_secrets)

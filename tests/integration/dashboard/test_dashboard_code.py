@@ -103,9 +103,9 @@ async def test_detail_shows_routes_with_parameters_and_body_schema(web):
 
 
 async def test_detail_explains_when_the_code_is_missing(web, endpoint_form):
-    created = await web.post("/endpoints", endpoint_form(service="ghost", resource="nothing"))
+    created = await web.post("/endpoints", endpoint_form(service="demo", resource="nothing"))
     page = await web.text(created.headers["Location"])
-    assert "no resource &#39;nothing&#39; is declared in service &#39;ghost&#39;" in page
+    assert "no resource &#39;nothing&#39; is declared in service &#39;demo&#39;" in page
 
 
 async def test_try_panel_fragment_is_prefilled_for_a_route(web):
