@@ -73,10 +73,15 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_endpoints(session: AsyncSession, search: str = "", status: str = "") -> list[EndpointRow]:
-    """Endpoints by name, filtered by a search text (name, service, image) and a status."""
+async def list_endpoints(
+    session: AsyncSession, search: str = "", status: str = "", *, limit: int | None = None, offset: int = 0
+) -> list[EndpointRow]:
+    """Endpoints by name, filtered by a search text (name, service, image) and a status; one page
+    of them with `limit`/`offset` (each row's status is one indexed lookup)."""
     status_column = _latest_status().label("status")
-    query = select(Endpoint, status_column).order_by(Endpoint.name)
+    query = select(Endpoint, status_column).order_by(Endpoint.name).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     if search:
         pattern = f"%{_escape_like(search.lower())}%"
         query = query.where(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
@@ -40,6 +41,8 @@ logger = logging.getLogger("dashboard.endpoints")
 blueprint = Blueprint("endpoints", __name__, url_prefix="/endpoints")
 
 MAX_SEARCH = 100
+PAGE_SIZE = 50
+"""Endpoints per page of the list."""
 MAX_TRY_FIELD = 2048
 MAX_TRY_BODY = 256 * 1024
 
@@ -74,14 +77,31 @@ async def index() -> str:
     search = request.args.get("q", "").strip()[:MAX_SEARCH]
     status = request.args.get("status", "")
     status = status if status in ENDPOINT_STATUSES else ""
+    raw_page = request.args.get("page", "1")
+    page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 6 and int(raw_page) > 0 else 1
     async with transaction() as db:
-        rows = await list_endpoints(db, search, status)
+        rows = await list_endpoints(db, search, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
     template = (
         "endpoints/_rows.html"
         if htmx.is_partial() and htmx.target() == "endpoint-rows"
         else "endpoints/index.html"
     )
-    return await render_template(template, rows=rows, q=search, status=status, statuses=ENDPOINT_STATUSES)
+
+    def page_url(number: int) -> str:
+        return "/endpoints?" + urlencode(
+            {k: v for k, v in (("q", search), ("status", status)) if v} | {"page": number}
+        )
+
+    return await render_template(
+        template,
+        rows=rows[:PAGE_SIZE],
+        q=search,
+        status=status,
+        statuses=ENDPOINT_STATUSES,
+        page=page,
+        previous_url=page_url(page - 1) if page > 1 else "",
+        next_url=page_url(page + 1) if len(rows) > PAGE_SIZE else "",
+    )
 
 
 @blueprint.get("/new")
