@@ -80,3 +80,27 @@ async def test_unchanged_sources_are_not_discovered_again_even_after_a_restart(
         finally:
             service.write_text(original)
     assert warm_s < 5  # the timing goal (50 ms) is the benchmark's; this only guards against a hang
+
+
+async def test_the_endpoint_list_is_paginated(web, settings):
+    from sqlalchemy import insert
+
+    from dashboard.db import create_engine
+    from dashboard.models import Endpoint
+
+    engine = create_engine(settings.url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(Endpoint), [{"name": f"ep-{n:03d}", "compute": "cpu"} for n in range(55)]
+            )
+    finally:
+        await engine.dispose()
+    first = await web.text("/endpoints")
+    assert first.count('<a href="/endpoints/') == 50 and "ep-049" in first and "ep-050" not in first
+    assert 'href="/endpoints?page=2" rel="next"' in first and 'rel="prev"' not in first
+    second = await web.text("/endpoints?page=2")
+    assert second.count('<a href="/endpoints/') == 5 and "ep-054" in second
+    assert 'href="/endpoints?page=1" rel="prev"' in second and 'rel="next"' not in second
+    searched = await web.text("/endpoints?q=ep-0&page=2")
+    assert "ep-050" in searched and 'href="/endpoints?q=ep-0&amp;page=1"' in searched
