@@ -5,7 +5,8 @@
 Seeds 1 000 endpoints, 10 000 deployments (10 per endpoint over two environments) and 100 000 audit
 events into a fresh, migrated database, then serves the dashboard in-process (its ASGI app, the
 lifespan running, logged in) and times the endpoint list, an endpoint's detail page, an
-environment's history panel and the audit log (first page and a page deep in the past). Prints
+environment's history panel, the audit log (first page and a page deep in the past) and the import
+preview with unchanged sources (discovery answered from its cache). Prints
 p50/p95 per page and database; the goal is p95 <= 50 ms for each. PostgreSQL comes from
 PODROUTE_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres): a scratch
 database is created and dropped.
@@ -155,6 +156,7 @@ async def measure(settings: DashboardSettings, requests: int) -> dict[str, tuple
         "environment history": lambda: f"/endpoints/{pick.randint(1, ENDPOINTS)}/environments/production",
         "audit log": lambda: "/audit",
         "audit log, deep page": lambda: f"/audit?before={pick.randint(1_000, AUDIT_EVENTS)}",
+        "import preview (cached discovery)": lambda: "/import",
     }
     results: dict[str, tuple[float, float]] = {}
     async with app.test_app() as test_app:
