@@ -90,6 +90,16 @@ def soak(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def bench_dashboard(session: nox.Session) -> None:
+    """Benchmark (not CI): dashboard pages with 1 000 endpoints, 10 000 deployments and 100 000 audit
+    events, p50/p95 on SQLite and PostgreSQL (goal: p95 <= 50 ms). Options after '--', e.g.
+    nox -s bench_dashboard -- --databases sqlite --requests 100 --out report.md.
+    """
+    _install_project(session)
+    session.run("python", "bench/dashboard_scale.py", *session.posargs)
+
+
+@nox.session(python=PYTHON)
 def dev(session: nox.Session) -> None:
     """Run the local stack: dev server (8888), runtime (8800), dashboard (8080) and its Celery worker."""
     _install_project(session)

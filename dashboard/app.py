@@ -21,7 +21,8 @@ from dashboard.celery_app import create_celery
 from dashboard.db import Sessions, create_engine, create_sessions, prepare_data_dir, require_current_schema
 from dashboard.discovery import DiscoveryCache
 from dashboard.models import User, as_utc
-from dashboard.queries import add_audit_event, add_user, count_users, get_user
+from dashboard.queries import add_audit_event, add_user, count_users
+from dashboard.secrets_at_rest import install_key_ring
 from dashboard.security import (
     PasswordPolicyError,
     add_security_headers,
@@ -31,8 +32,11 @@ from dashboard.security import (
     csrf_token,
     hash_password,
     is_public_request,
+    safe_next_path,
+    session_token,
 )
 from dashboard.settings import DashboardSettings
+from dashboard.user_sessions import find_session_user
 
 logger = logging.getLogger("dashboard")
 
@@ -140,31 +144,25 @@ def _register_lifecycle(app: Quart, dashboard: DashboardState) -> None:
             dashboard.engine = dashboard.sessions = None
 
 
-def _safe_next(target: str) -> str:
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/endpoints"
-
-
 def _login_redirect() -> Response:
     if htmx.is_htmx():
         response = Response("", status=401)
         response.headers["HX-Redirect"] = "/login"
         return response
     path = request.full_path.rstrip("?")
-    return redirect(f"/login?next={quote(_safe_next(path), safe='/')}", 303)  # type: ignore[return-value]
+    return redirect(f"/login?next={quote(safe_next_path(path), safe='/')}", 303)  # type: ignore[return-value]
 
 
 def _register_guards(app: Quart) -> None:
     @app.before_request
     async def require_login() -> Response | None:
         g.user = None
-        user_id = session.get("user_id")
-        if isinstance(user_id, int) and state().sessions is not None:
+        token = session_token()
+        if token and state().sessions is not None:
             async with transaction() as db:
-                user = await get_user(db, user_id)
-            if user is not None and user.is_active:
-                g.user = user
+                g.user = await find_session_user(db, token)
+            if g.user is None:
+                session.clear()  # ended, expired or unknown: the cookie opens nothing any more
         if g.user is None and not is_public_request():
             if request.method in ("GET", "HEAD"):
                 return _login_redirect()
@@ -212,6 +210,10 @@ _MESSAGES = {
 def _register_errors(app: Quart) -> None:
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
+        if isinstance(error, htmx.GoneError) and htmx.is_partial() and request.method == "GET":
+            gone = f"{error.description}: go back to the endpoint list"
+            body = await render_template("_message.html", kind="error", message=gone)
+            return Response(body, status=htmx.STOP_POLLING)
         status = error.code or 500
         message = _MESSAGES.get(status, error.description or "the request failed")
         if (
@@ -258,6 +260,7 @@ def create_app(settings: DashboardSettings | None = None) -> Quart:
 
     settings = settings or DashboardSettings.from_env()
     settings.check_secret_key()
+    install_key_ring(*settings.encryption_secrets)
     app = Quart(
         "dashboard",
         root_path=str(PACKAGE_DIR),
@@ -278,7 +281,9 @@ def create_app(settings: DashboardSettings | None = None) -> Quart:
     )
     dashboard = DashboardState(
         settings=settings,
-        discovery=DiscoveryCache(settings.project_dir.resolve(), settings.discovery_timeout_s),
+        discovery=DiscoveryCache(
+            settings.project_dir.resolve(), settings.discovery_timeout_s, settings.data_dir / "cache"
+        ),
         assets={"htmx": htmx_asset()},
     )
     dashboard.celery = create_celery(settings)

@@ -11,6 +11,8 @@ from typing import Any
 
 from celery import Celery  # type: ignore[import-untyped]
 
+from dashboard.db import prepare_data_dir
+from dashboard.secrets_at_rest import install_key_ring
 from dashboard.settings import DashboardSettings
 
 TASK_NAMES = {
@@ -57,9 +59,10 @@ def celery_config(settings: DashboardSettings) -> dict[str, Any]:
 
 
 def create_celery(settings: DashboardSettings) -> DashboardCelery:
-    """A Celery app for `settings`, with the dashboard's tasks registered."""
-    if settings.uses_embedded_broker:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """A Celery app for `settings`, with the dashboard's tasks registered (and the key ring that
+    decrypts stored secrets installed for them)."""
+    prepare_data_dir(settings)
+    install_key_ring(*settings.encryption_secrets)
     app = DashboardCelery("dashboard", include=["dashboard.tasks"])
     app.settings = settings
     app.conf.update(celery_config(settings))

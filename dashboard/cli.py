@@ -1,4 +1,5 @@
-"""`python -m dashboard [serve|migrate|check|create-user]`: run and administer the dashboard."""
+"""`python -m dashboard [serve|migrate|check|create-user|logout-all|clear-throttles|reencrypt]`:
+run and administer the dashboard."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import getpass
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any, cast
 
 from alembic import command
+from sqlalchemy import Table, Text, select, type_coerce, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.db import (
     DatabaseBehindError,
@@ -22,9 +26,13 @@ from dashboard.db import (
     schema_status,
 )
 from dashboard.logs import configure_logging
-from dashboard.queries import add_audit_event, add_user
+from dashboard.models import Deployment, EnvVar
+from dashboard.queries import add_audit_event, add_user, get_user_by_name
+from dashboard.secrets_at_rest import KeyRing, SecretsKeyError, install_key_ring
 from dashboard.security import PasswordPolicyError, check_password_policy, hash_password
 from dashboard.settings import DashboardSettings, SettingsError
+from dashboard.throttle import clear_throttles
+from dashboard.user_sessions import close_sessions
 
 logger = logging.getLogger("dashboard.cli")
 
@@ -42,6 +50,16 @@ def _parser() -> argparse.ArgumentParser:
         "--password-stdin",
         action="store_true",
         help="read the password from standard input instead of a prompt",
+    )
+    logout = commands.add_parser("logout-all", help="end every session (of one user with --user)")
+    logout.add_argument("--user", default="", help="only this user's sessions")
+    clear = commands.add_parser("clear-throttles", help="forget failed logins, so nobody has to wait")
+    clear.add_argument("--user", default="", help="only failures for this username")
+    clear.add_argument("--address", default="", help="only failures from this client address")
+    commands.add_parser(
+        "reencrypt",
+        help="re-encrypt stored API keys and env values under DASHBOARD_SECRET_KEY "
+        "(after a rotation; DASHBOARD_OLD_SECRET_KEYS must still list the old secret)",
     )
     return parser
 
@@ -87,9 +105,10 @@ def create_user(settings: DashboardSettings, username: str, from_stdin: bool) ->
 
 
 def migrate(settings: DashboardSettings, revision: str) -> int:
-    """Run `alembic upgrade REVISION` against the configured database."""
+    """Run `alembic upgrade REVISION` against the configured database (the data dir 0700, its
+    SQLite file 0600; stored secrets encrypted under the dashboard secret)."""
     prepare_data_dir(settings)
-    command.upgrade(alembic_config(settings.url), revision)
+    command.upgrade(alembic_config(settings.url, KeyRing(*settings.encryption_secrets)), revision)
     print(f"database migrated to {revision}")
     return 0
 
@@ -113,6 +132,81 @@ def check(settings: DashboardSettings) -> int:
     except DatabaseBehindError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def _in_transaction(settings: DashboardSettings, work: Any) -> Any:
+    engine = create_engine(settings.url)
+    try:
+        await require_current_schema(engine)
+        async with create_sessions(engine).begin() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def logout_all(settings: DashboardSettings, username: str) -> int:
+    """End every session (of `username` only when given)."""
+
+    async def work(session: AsyncSession) -> int:
+        user_id = None
+        if username:
+            user = await get_user_by_name(session, username)
+            if user is None:
+                raise LookupError(f"there is no user named {username!r}")
+            user_id = user.id
+        ended = await close_sessions(session, user_id)
+        await add_audit_event(session, None, "logout-all", None, {"sessions_ended": [None, ended]})
+        return ended
+
+    try:
+        ended = asyncio.run(_in_transaction(settings, work))
+    except (LookupError, DatabaseBehindError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"ended {ended} session(s){f' of {username!r}' if username else ''}")
+    return 0
+
+
+def clear_login_throttles(settings: DashboardSettings, username: str, address: str) -> int:
+    """Forget failed logins (of one username and/or address when given)."""
+
+    async def work(session: AsyncSession) -> int:
+        return await clear_throttles(session, username, address)
+
+    try:
+        cleared = asyncio.run(_in_transaction(settings, work))
+    except DatabaseBehindError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"cleared {cleared} failed login(s): nobody has to wait any more")
+    return 0
+
+
+def reencrypt(settings: DashboardSettings) -> int:
+    """Rewrite every stored API key and env value under the current secret."""
+    ring = install_key_ring(*settings.encryption_secrets)
+
+    async def work(session: AsyncSession) -> int:
+        rewritten = 0
+        tables = ((cast(Table, Deployment.__table__), "api_key"), (cast(Table, EnvVar.__table__), "value"))
+        for table, name in tables:
+            stored_form = type_coerce(table.c[name], Text)  # the stored text, not decrypted
+            rows = (await session.execute(select(table.c.id, stored_form).where(stored_form != ""))).all()
+            for row_id, stored in rows:
+                if ring.is_current(stored):
+                    continue
+                fresh = type_coerce(ring.encrypt(ring.decrypt(stored)), Text)
+                await session.execute(update(table).where(table.c.id == row_id).values({name: fresh}))
+                rewritten += 1
+        return rewritten
+
+    try:
+        count = asyncio.run(_in_transaction(settings, work))
+    except (SecretsKeyError, DatabaseBehindError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"re-encrypted {count} stored value(s) under the current DASHBOARD_SECRET_KEY")
     return 0
 
 
@@ -155,6 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return migrate(settings, args.revision)
     if name == "check":
         return check(settings)
+    install_key_ring(*settings.encryption_secrets)
     if name == "create-user":
         return create_user(settings, args.username, args.password_stdin)
+    if name == "logout-all":
+        return logout_all(settings, args.user.strip())
+    if name == "clear-throttles":
+        return clear_login_throttles(settings, args.user.strip(), args.address.strip())
+    if name == "reencrypt":
+        return reencrypt(settings)
     return serve(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from dashboard import REPO_ROOT
+from dashboard.secrets_at_rest import KeyRing
 from dashboard.settings import DashboardSettings, async_database_url
 
 MIGRATIONS_DIR = REPO_ROOT / "migrations"
@@ -51,17 +53,42 @@ def create_sessions(engine: AsyncEngine) -> Sessions:
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+DATA_DIR_MODE = 0o700
+DATA_FILE_MODE = 0o600
+
+
+def secure_file(path: Path) -> None:
+    """Create `path` readable by its owner only (0600), or narrow an existing file to that."""
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, DATA_FILE_MODE)
+    os.close(fd)
+    os.chmod(path, DATA_FILE_MODE)
+
+
 def prepare_data_dir(settings: DashboardSettings) -> None:
-    """Create the data directory when the database is the default SQLite file inside it."""
-    if settings.uses_default_sqlite:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    """Create the data directory (0700) and its SQLite files (0600) before anything opens them.
+
+    Only the owner can read the database (it holds password hashes and encrypted secrets); SQLite
+    gives its -wal and -shm files the database file's mode. A SQLite database configured outside
+    the data dir gets the same file mode.
+    """
+    if settings.uses_default_sqlite or settings.uses_embedded_broker:
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=DATA_DIR_MODE)
+        os.chmod(settings.data_dir, DATA_DIR_MODE)
+    if settings.uses_embedded_broker:
+        secure_file(settings.data_dir / "celery-broker.sqlite3")
+    database = sqlite_path(settings.url)
+    if database is not None and database.parent.is_dir():
+        secure_file(database)
 
 
-def alembic_config(url: str) -> Config:
-    """An Alembic config for `url` that works from any working directory."""
+def alembic_config(url: str, key_ring: KeyRing | None = None) -> Config:
+    """An Alembic config for `url` that works from any working directory; `key_ring` encrypts the
+    stored secrets a migration rewrites (default: from the environment's DASHBOARD_SECRET_KEY)."""
     config = Config(str(ALEMBIC_INI)) if ALEMBIC_INI.exists() else Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["url"] = url
+    if key_ring is not None:
+        config.attributes["key_ring"] = key_ring
     return config
 
 

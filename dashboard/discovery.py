@@ -3,8 +3,9 @@
 Each service is `services/<name>/endpoint.py` (the folder comes from `[tool.podroute] services` in
 the project's pyproject.toml). Importing user code runs it, so the dashboard never imports it in its
 own process: `run_discovery` starts `python -m dashboard.discovery PROJECT_DIR` with a clean
-environment (no dashboard secrets), a timeout, and reads JSON back. Results are cached until a
-file under the services folder changes.
+environment (no dashboard secrets), a timeout, and reads JSON back. Results are cached by the
+project's source fingerprint, in memory and in the data dir, so a visit with unchanged sources (even
+after a restart) starts no process; any change to a file under the services folder runs it again.
 """
 
 from __future__ import annotations
@@ -292,25 +293,63 @@ async def run_discovery(project_dir: Path, timeout_s: float) -> Discovery:
 
 
 class DiscoveryCache:
-    """Keeps the last discovery of a project until a file of its services changes."""
+    """Keeps a project's discovery under its source fingerprint: in memory, and as a JSON file in
+    `cache_dir` (when given) that survives restarts. Only a changed fingerprint runs discovery."""
 
-    def __init__(self, project_dir: Path, timeout_s: float) -> None:
+    def __init__(self, project_dir: Path, timeout_s: float, cache_dir: Path | None = None) -> None:
         self.project_dir = project_dir
         self.timeout_s = timeout_s
+        self.cache_dir = cache_dir
+        self._key = ""
         self._cached: Discovery | None = None
         self._lock = asyncio.Lock()
 
+    def _file(self, key: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        project = hashlib.sha256(str(self.project_dir).encode()).hexdigest()[:12]
+        return self.cache_dir / f"discovery-{project}-{key}.json"
+
+    def _load(self, key: str) -> Discovery | None:
+        path = self._file(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            return Discovery.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # unreadable: discover again and overwrite it
+
+    def _store(self, key: str, discovery: Discovery) -> None:
+        path = self._file(key)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for old in path.parent.glob(path.name.rsplit("-", 1)[0] + "-*.json"):
+                old.unlink(missing_ok=True)
+            scratch = path.with_suffix(".tmp")
+            scratch.write_text(discovery.to_json())
+            scratch.chmod(0o600)
+            scratch.replace(path)
+        except OSError as error:
+            logger.warning("cannot cache the discovery", extra={"path": str(path), "error": str(error)})
+
     async def get(self) -> Discovery:
-        """The project's current discovery (re-run only when the services changed)."""
+        """The project's current discovery (run again only when the services' sources changed)."""
         async with self._lock:
-            current = await asyncio.to_thread(fingerprint, self.project_dir)
-            if self._cached is None or self._cached.fingerprint != current:
-                self._cached = await run_discovery(self.project_dir, self.timeout_s)
+            key = await asyncio.to_thread(fingerprint, self.project_dir)
+            if self._cached is not None and self._key == key:
+                return self._cached
+            found = await asyncio.to_thread(self._load, key)
+            if found is None:
+                found = await run_discovery(self.project_dir, self.timeout_s)
+                await asyncio.to_thread(self._store, key, found)
                 logger.info(
                     "discovered services",
-                    extra={"resources": len(self._cached.resources), "errors": len(self._cached.errors)},
+                    extra={"resources": len(found.resources), "errors": len(found.errors)},
                 )
-            return self._cached
+            self._key, self._cached = key, found
+            return found
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
 """The endpoint form: parse what the browser posted, validate it with podroute, map problems to fields.
 
 The form only turns strings into the shapes the resource takes (lists, a bool, a dict of env) and
-enforces storage limits (column sizes). Every rule about what a valid config is lives in
-`podroute.resources`; its `ResourceConfigError.problems` become the inline field errors.
+enforces storage limits (column sizes), the service (one of the project's) and the image reference.
+Every rule about what a valid config is lives in `podroute.resources`; its
+`ResourceConfigError.problems` become the inline field errors, reworded in the form's labels
+("Min workers", not `workersMin`; never a raw pydantic sentence). All problems are reported at once.
 """
 
 from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
 from dashboard.configs import FIELD_LABELS, EndpointDraft, field_map, resource_class
+from dashboard.images import IMAGE_REFERENCE
 from dashboard.models import ENV_KEY_MAX, ENV_VALUE_MAX, IMAGE_MAX, NAME_MAX, SERVICE_MAX, Endpoint, EnvVar
 from podroute.resources import FieldProblem, ResourceConfigError
 
@@ -29,7 +32,7 @@ INT_MAX = 2_147_483_647
 """The largest whole number the database columns store."""
 
 TEXT_LIMITS: dict[str, int] = {
-    "name": NAME_MAX * 4,
+    "name": NAME_MAX,
     "service": SERVICE_MAX,
     "resource": NAME_MAX,
     "imageName": IMAGE_MAX,
@@ -72,6 +75,15 @@ class EndpointForm:
     def compute(self) -> str:
         """'gpu' or 'cpu' (what the GPU/CPU fieldsets show)."""
         return "cpu" if self.values.get("compute") == "cpu" else "gpu"
+
+    @property
+    def invalid_fields(self) -> list[str]:
+        """The labels of the fields that have an error, in the form's order."""
+        order = list(FIELD_LABELS)
+        names = sorted(
+            (n for n, m in self.errors.items() if m), key=lambda n: order.index(n) if n in order else 99
+        )
+        return [FIELD_LABELS.get(name, name) for name in names]
 
     @property
     def has_errors(self) -> bool:
@@ -221,8 +233,42 @@ def _field_of(problem: FieldProblem, known: Iterable[str]) -> list[str]:
     return named
 
 
+_PYDANTIC_WORDS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^Input should be a valid integer.*$", re.S), "must be a whole number"),
+    (re.compile(r"^Input should be a valid number.*$", re.S), "must be a number"),
+    (re.compile(r"^Input should be a valid boolean.*$", re.S), "must be on or off"),
+    (re.compile(r"^Input should be a valid (list|array).*$", re.S), "must be a list of values"),
+    (re.compile(r"^Input should be a valid string.*$", re.S), "must be text"),
+    (re.compile(r"^Input should be greater than or equal to (\S+)$"), r"must be \1 or more"),
+    (re.compile(r"^Input should be greater than (\S+)$"), r"must be more than \1"),
+    (re.compile(r"^Input should be less than or equal to (\S+)$"), r"must be \1 or less"),
+    (re.compile(r"^Input should be less than (\S+)$"), r"must be less than \1"),
+    (re.compile(r"^String should have at most (\d+) characters?$"), r"use at most \1 characters"),
+    (re.compile(r"^String should have at least (\d+) characters?$"), r"use at least \1 characters"),
+    (re.compile(r"^Field required$"), "is required"),
+    (re.compile(r"^Extra inputs are not permitted$"), "is not a field of this resource"),
+    (re.compile(r"^(?:Input|Value|String) should (.*)$", re.S), r"must \1"),
+]
+"""pydantic's generic sentences, reworded for a form (the field's label is beside them)."""
+
+_CAMEL_FIELDS = [name for name in FIELD_LABELS if name != name.lower()]
+
+
+def humanize_message(message: str) -> str:
+    """A library problem in the form's words: pydantic phrasing reworded, Flash field names
+    (`workersMin`) replaced by their labels ("Min workers")."""
+    for pattern, words in _PYDANTIC_WORDS:
+        if pattern.match(message):
+            message = pattern.sub(words, message)
+            break
+    for name in _CAMEL_FIELDS:
+        message = re.sub(rf"\b{name}\b", FIELD_LABELS[name], message)
+    return message
+
+
 def add_problems(form: EndpointForm, problems: Iterable[FieldProblem]) -> None:
-    """Put the library's problems beside the fields they name; the rest above the form.
+    """Put the library's problems (in the form's words) beside the fields they name; the rest
+    above the form.
 
     A problem about several fields at once (like workersMin > workersMax, which the library
     reports on workersMax) is also shown beside every other field its message names.
@@ -230,16 +276,38 @@ def add_problems(form: EndpointForm, problems: Iterable[FieldProblem]) -> None:
     known = [name for name in FIELD_LABELS if name not in DASHBOARD_FIELDS]
     for problem in problems:
         fields = _field_of(problem, known)
+        message = humanize_message(problem.message)
         for name in fields:
-            form.add_error(name, problem.message)
+            form.add_error(name, message)
         if not fields:
-            form.form_errors.append(problem.message)
+            form.form_errors.append(message)
+
+
+def _check_service(form: EndpointForm, service: str, services: Sequence[str]) -> None:
+    choices = ", ".join(services) or "none yet: add services/<name>/endpoint.py"
+    if not service:
+        form.add_error("service", f"choose the service that holds this endpoint's code ({choices})")
+    elif service not in services:
+        form.add_error("service", f"there is no service {service!r} in the project: choose one of {choices}")
+
+
+def _check_image(form: EndpointForm, image: str) -> None:
+    if image and IMAGE_REFERENCE.match(image) is None:
+        form.add_error(
+            "imageName",
+            f"{image!r} is not an image reference: use [registry/]name[:tag][@sha256:digest], lowercase, "
+            "without spaces or a scheme (or leave it empty for the image the build makes)",
+        )
 
 
 def parse_endpoint_form(
-    data: FormData, stored_env: Mapping[str, EnvVar] | None = None
+    data: FormData, stored_env: Mapping[str, EnvVar] | None = None, services: Sequence[str] | None = None
 ) -> tuple[EndpointForm, EndpointDraft | None]:
-    """Read the posted form; return it (for redisplay) and the validated draft, or None on errors."""
+    """Read the posted form; return it (for redisplay) and the validated draft, or None on errors.
+
+    Every problem is reported at once: the form's own checks and the library's. `services`, when
+    given, are the project's services; the form's service must be one of them.
+    """
     form = EndpointForm({}, [])
     compute = str(data.get("compute", "")).strip()
     form.values["compute"] = compute
@@ -248,6 +316,8 @@ def parse_endpoint_form(
         form.values["compute"] = compute = "gpu"
     fields: dict[str, Any] = {}
     service = _text(form, data, "service")
+    if services is not None:
+        _check_service(form, service, services)
     resource_name = _text(form, data, "resource")
     for name in ("name", "imageName", "networkVolumeId", *(["minCudaVersion"] if compute == "gpu" else [])):
         fields[name] = _text(form, data, name)
@@ -259,13 +329,16 @@ def parse_endpoint_form(
             fields[name] = _list(form, data, name)
     fields["flashboot"] = form.values["flashboot"] = data.get("flashboot") in ("on", "true", "1")
     fields["env"], secrets = _parse_env(form, data, stored_env or {})
+    _check_image(form, fields["imageName"])
     version = str(data.get("version", "")).strip()
     form.version = int(version) if version.isdigit() and len(version) < 10 else None
-    if form.has_errors:
-        return form, None
+    already = {name for name, messages in form.errors.items() if messages}
     try:
-        resource = resource_class(compute)(**fields)
+        resource = resource_class(compute)(**{k: v for k, v in fields.items() if k not in already})
     except ResourceConfigError as error:
-        add_problems(form, error.problems)
+        # A field the form already refused is left out: the library's "required" about it is noise.
+        add_problems(form, [p for p in error.problems if p.field.split(".", 1)[0] not in already])
+        return form, None
+    if form.has_errors:
         return form, None
     return form, EndpointDraft(resource, service, resource_name or resource.name, secrets)

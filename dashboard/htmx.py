@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from quart import Quart, Response, request
+from werkzeug.exceptions import NotFound
 
 HTMX_CONFIG = {
     "includeIndicatorStyles": False,
@@ -27,6 +28,14 @@ with its inline errors (an expected outcome, not an htmx error); other errors co
 at the page's message area."""
 
 HTMX_CONFIG_JSON = json.dumps(HTMX_CONFIG, separators=(",", ":"))
+
+STOP_POLLING = 286
+"""The status that makes htmx stop an `hx-trigger="every ..."` poll (the body is still swapped)."""
+
+
+class GoneError(NotFound):
+    """What a page or widget shows no longer exists: 404 for a page, `STOP_POLLING` for an htmx
+    fragment request (a widget polling a deleted endpoint stops and says why)."""
 
 
 def is_htmx() -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -18,6 +19,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from dashboard.secrets_at_rest import EncryptedText
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -124,7 +127,8 @@ class EnvVar(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
     key: Mapped[str] = mapped_column(String(ENV_KEY_MAX))
-    value: Mapped[str] = mapped_column(Text, default="")
+    value: Mapped[str] = mapped_column(EncryptedText, default="")
+    """Stored encrypted (every value, secret or not; see `dashboard.secrets_at_rest`)."""
     secret: Mapped[bool] = mapped_column(Boolean, default=False)
 
     endpoint: Mapped[Endpoint] = relationship(back_populates="env_vars", lazy="raise")
@@ -134,6 +138,7 @@ class AuditEvent(Base):
     """Who changed what, when. `changes` never holds a secret value (they are recorded as '***')."""
 
     __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
@@ -146,10 +151,28 @@ class AuditEvent(Base):
     changes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class UserSession(Base):
+    """A logged-in browser. The cookie carries a random token; only its SHA-256 is stored, and
+    deleting the row (logout, password change, "log out everywhere") ends the session at once."""
+
+    __tablename__ = "user_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+
+    user: Mapped[User] = relationship(lazy="raise")
+
+
 class LoginAttempt(Base):
-    """A login attempt, kept for the rate limit (failures per user and address in a window)."""
+    """A login attempt, kept for throttling (failures per address and user, in a window)."""
 
     __tablename__ = "login_attempts"
+    __table_args__ = (Index("ix_login_attempts_pair", "remote_addr", "username", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
@@ -195,7 +218,11 @@ class Deployment(Base):
     """
 
     __tablename__ = "deployments"
-    __table_args__ = (CheckConstraint(f"status IN {DEPLOYMENT_STATUSES!r}", name="deployment_status"),)
+    __table_args__ = (
+        CheckConstraint(f"status IN {DEPLOYMENT_STATUSES!r}", name="deployment_status"),
+        Index("ix_deployments_endpoint_latest", "endpoint_id", "created_at", "id"),
+        Index("ix_deployments_endpoint_environment", "endpoint_id", "environment", "id"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
@@ -214,7 +241,7 @@ class Deployment(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     log: Mapped[list[str]] = mapped_column(JSON, default=list)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    api_key: Mapped[str] = mapped_column(Text, default="")
+    api_key: Mapped[str] = mapped_column(EncryptedText, default="")
     rollback_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
     )

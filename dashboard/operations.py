@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from dashboard.configs import EndpointDraft, apply_draft, describe_changes, resource_class, state_of
 from dashboard.discovery import DiscoveredResource, Discovery
 from dashboard.models import Endpoint, EnvVar, User, utc_now
-from dashboard.queries import add_audit_event, find_endpoint_for_code, get_endpoint_by_name
+from dashboard.queries import add_audit_event, find_endpoints_for_code, get_endpoint_by_name
 from podroute.resources import FieldProblem, ResourceConfigError
 
 
@@ -88,10 +88,11 @@ class ImportItem:
     """What importing one discovered resource would do."""
 
     found: DiscoveredResource
-    action: str  # "create", "update", "unchanged" or "invalid"
+    action: str  # "create", "update", "unchanged", "invalid" or "ambiguous"
     endpoint: Endpoint | None
     changes: dict[str, list[Any]] = field(default_factory=dict)
     problems: list[FieldProblem] = field(default_factory=list)
+    warning: str = ""
 
     @property
     def key(self) -> str:
@@ -133,7 +134,16 @@ async def plan_import(session: AsyncSession, discovery: Discovery) -> list[Impor
     """For each discovered resource: create, update (with the changes) or unchanged."""
     items: list[ImportItem] = []
     for found in discovery.resources:
-        existing = await find_endpoint_for_code(session, found.service, found.resource)
+        matches = await find_endpoints_for_code(session, found.service, found.resource)
+        if len(matches) > 1:
+            names = ", ".join(endpoint.name for endpoint in matches)
+            warning = (
+                f"{len(matches)} stored endpoints deploy {found.service}/{found.resource} ({names}): "
+                "import cannot tell which one to update; delete or re-point all but one, then import"
+            )
+            items.append(ImportItem(found, "ambiguous", None, warning=warning))
+            continue
+        existing = matches[0] if matches else await get_endpoint_by_name(session, found.resource)
         try:
             draft = draft_from_code(found, existing)
         except ResourceConfigError as error:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -16,7 +15,6 @@ from dashboard.models import (
     Build,
     Deployment,
     Endpoint,
-    LoginAttempt,
     User,
     utc_now,
 )
@@ -75,10 +73,15 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def list_endpoints(session: AsyncSession, search: str = "", status: str = "") -> list[EndpointRow]:
-    """Endpoints by name, filtered by a search text (name, service, image) and a status."""
+async def list_endpoints(
+    session: AsyncSession, search: str = "", status: str = "", *, limit: int | None = None, offset: int = 0
+) -> list[EndpointRow]:
+    """Endpoints by name, filtered by a search text (name, service, image) and a status; one page
+    of them with `limit`/`offset` (each row's status is one indexed lookup)."""
     status_column = _latest_status().label("status")
-    query = select(Endpoint, status_column).order_by(Endpoint.name)
+    query = select(Endpoint, status_column).order_by(Endpoint.name).offset(offset)
+    if limit is not None:
+        query = query.limit(limit)
     if search:
         pattern = f"%{_escape_like(search.lower())}%"
         query = query.where(
@@ -109,16 +112,22 @@ async def get_endpoint_by_name(session: AsyncSession, name: str) -> Endpoint | N
     )
 
 
-async def find_endpoint_for_code(session: AsyncSession, service: str, resource: str) -> Endpoint | None:
-    """The endpoint that deploys `resource` of `service`, else the one named `resource`, else None."""
-    found = await session.scalar(
+async def find_endpoints_for_code(session: AsyncSession, service: str, resource: str) -> list[Endpoint]:
+    """Every endpoint that deploys `resource` of `service` (more than one is ambiguous), by id."""
+    query = (
         select(Endpoint)
         .where(Endpoint.service == service, Endpoint.resource == resource)
         .options(selectinload(Endpoint.env_vars))
         .order_by(Endpoint.id)
-        .limit(1)
+        .limit(10)
     )
-    return found or await get_endpoint_by_name(session, resource)
+    return list(await session.scalars(query))
+
+
+async def find_endpoint_for_code(session: AsyncSession, service: str, resource: str) -> Endpoint | None:
+    """The endpoint that deploys `resource` of `service`, else the one named `resource`, else None."""
+    found = await find_endpoints_for_code(session, service, resource)
+    return found[0] if found else await get_endpoint_by_name(session, resource)
 
 
 async def endpoint_status(session: AsyncSession, endpoint_id: int) -> str:
@@ -170,33 +179,6 @@ async def list_audit_events(
     if target_id is not None:
         query = query.where(AuditEvent.target_type == "endpoint", AuditEvent.target_id == target_id)
     return list(await session.scalars(query))
-
-
-async def record_login_attempt(
-    session: AsyncSession, username: str, remote_addr: str, succeeded: bool
-) -> None:
-    """Store one login attempt (the rate limit counts the failed ones)."""
-    session.add(LoginAttempt(username=username, remote_addr=remote_addr, succeeded=succeeded, at=utc_now()))
-    await session.flush()
-
-
-async def count_login_failures(
-    session: AsyncSession, username: str, remote_addr: str, since: datetime
-) -> int:
-    """Failed attempts since `since` for this username or from this address, whichever is more."""
-    failed = (
-        select(func.count())
-        .select_from(LoginAttempt)
-        .where(LoginAttempt.succeeded.is_(False), LoginAttempt.at >= since)
-    )
-    by_user = await session.scalar(failed.where(LoginAttempt.username == username))
-    by_addr = await session.scalar(failed.where(LoginAttempt.remote_addr == remote_addr))
-    return max(int(by_user or 0), int(by_addr or 0) // 4)
-
-
-async def prune_login_attempts(session: AsyncSession, older_than: timedelta) -> None:
-    """Forget login attempts older than the rate-limit window."""
-    await session.execute(delete(LoginAttempt).where(LoginAttempt.at < utc_now() - older_than))
 
 
 async def latest_build(session: AsyncSession, endpoint_id: int, *, succeeded: bool = False) -> Build | None:
@@ -261,3 +243,14 @@ async def current_deployment(session: AsyncSession, endpoint_id: int, environmen
         .limit(1)
     )
     return row if row is not None and row.status == "ready" else None
+
+
+async def gateway_urls(session: AsyncSession, endpoint_id: int) -> list[str]:
+    """The distinct gateway URLs the endpoint's deployments were given (for the try-it allowlist)."""
+    query = (
+        select(Deployment.url)
+        .where(Deployment.endpoint_id == endpoint_id, Deployment.url != "")
+        .distinct()
+        .limit(100)
+    )
+    return list(await session.scalars(query))

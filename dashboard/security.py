@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import unicodedata
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from quart import Quart, Response, current_app, g, request, session
 
+SESSION_TOKEN_KEY = "sid"  # noqa: S105 - a field name, not a secret
+"""The cookie field holding the session token (its record is in `user_sessions`)."""
+DEFAULT_NEXT = "/endpoints"
+"""Where a login goes when `next` is missing or not a path on this site."""
 CSRF_SESSION_KEY = "csrf"
 CSRF_FORM_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.login_submit", "static", "assets.vendor", "health"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"auth.login", "auth.login_submit", "static", "assets.vendor", "assets.favicon", "health"}
+)
 """Views that answer without a session (the login page itself, static files and health)."""
 
 MIN_PASSWORD_LENGTH = 8
@@ -83,13 +91,48 @@ def csrf_token() -> str:
     return token
 
 
-def start_session(user_id: int, username: str) -> None:
-    """Replace the session after login: a new CSRF token, the user, nothing from before."""
+def start_session(token: str) -> None:
+    """Replace the cookie session after login: the new session's token, a new CSRF token, nothing
+    from before."""
     session.clear()
     session.permanent = True
-    session["user_id"] = user_id
-    session["username"] = username
+    session[SESSION_TOKEN_KEY] = token
     csrf_token()
+
+
+def session_token() -> str:
+    """The session token the cookie carries, or ''."""
+    token = session.get(SESSION_TOKEN_KEY)
+    return token if isinstance(token, str) and 0 < len(token) <= 128 else ""
+
+
+def _is_plain_path(text: str) -> bool:
+    if not text.startswith("/") or text.startswith("//") or "\\" in text:
+        return False
+    if any(unicodedata.category(ch).startswith(("C", "Z")) for ch in text):
+        return False  # control, format and separator characters (TAB, CR, LF, NBSP, ...)
+    parts = urlsplit(text)
+    return not parts.scheme and not parts.netloc
+
+
+def safe_next_path(target: str) -> str:
+    """`target` when it is a printable ASCII path on this site, else the endpoint list.
+
+    Checked as given and after percent-decoding (repeatedly), so `/%2F%2Fevil`, `/%09/evil`,
+    `/%5Cevil` and CR/LF tricks are all refused: no `//`, backslash, scheme, host or control
+    character, encoded or not.
+    """
+    if not target or len(target) > 2000 or not target.isascii():
+        return DEFAULT_NEXT
+    decoded = target
+    for _ in range(4):
+        if not _is_plain_path(decoded):
+            return DEFAULT_NEXT
+        once = unquote(decoded)
+        if once == decoded:
+            return target
+        decoded = once
+    return DEFAULT_NEXT
 
 
 async def _posted_csrf_token() -> str:
@@ -113,7 +156,7 @@ def add_security_headers(response: Response) -> Response:
     """Set CSP, nosniff, referrer, frame and cache headers on a response."""
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.endpoint not in ("static", "assets.vendor"):
+    if request.endpoint not in ("static", "assets.vendor", "assets.favicon"):
         response.headers["Cache-Control"] = "no-store"
     return response
 

@@ -23,14 +23,18 @@ KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "change-me", "sec
 
 MIN_SECRET_LENGTH = 32
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
-DEFAULT_TRY_IT_BASE_URL = "http://localhost:8888/{service}"
+DEFAULT_FLASH_PORT = 8888
+"""The dev server's port (`FLASH_PORT`, as in Flash)."""
+DEFAULT_RUNTIME_PORT = 8800
+"""The local runtime gateway's port (`PODROUTE_RUNTIME_PORT`)."""
+DEFAULT_TRY_IT_BASE_URL = f"http://localhost:{DEFAULT_FLASH_PORT}/{{service}}"
 DEFAULT_ENVIRONMENTS = ("production", "staging")
 """The environments every endpoint can be deployed to (`DASHBOARD_ENVIRONMENTS` changes them)."""
-DEFAULT_RUNTIME_URL = "http://localhost:8800"
+DEFAULT_RUNTIME_URL = f"http://localhost:{DEFAULT_RUNTIME_PORT}"
 """The local runtime `podroute runtime` started with its defaults."""
 PROVIDERS = ("local", "runpod")
 _ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
-"""Where the try-it panel sends requests: the local dev server, with the service's prefix."""
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 class SettingsError(ValueError):
@@ -89,6 +93,7 @@ class DashboardSettings:
     data_dir: Path = REPO_ROOT / ".podroute"
     database_url: str = field(default="", repr=False)
     secret_key: str = field(default="", repr=False)
+    old_secret_keys: tuple[str, ...] = field(default=(), repr=False)
     admin_user: str = "admin"
     admin_password: str = field(default="", repr=False)
     project_dir: Path = REPO_ROOT
@@ -98,6 +103,7 @@ class DashboardSettings:
     secure_cookies: bool | None = None
     login_max_failures: int = 5
     login_window_s: int = 300
+    login_delay_s: float = 2.0
     session_lifetime_s: int = 8 * 3600
     discovery_timeout_s: float = 30.0
     environments: tuple[str, ...] = DEFAULT_ENVIRONMENTS
@@ -199,6 +205,11 @@ class DashboardSettings:
         return self.secret_key or DEV_SECRET_KEY
 
     @property
+    def encryption_secrets(self) -> tuple[str, tuple[str, ...]]:
+        """(current, older): the secrets that key stored API keys and environment values."""
+        return self.signing_key, self.old_secret_keys
+
+    @property
     def cookies_secure(self) -> bool:
         """Whether session cookies carry `Secure` (default: yes in production, no in development)."""
         return (not self.is_development) if self.secure_cookies is None else self.secure_cookies
@@ -224,14 +235,20 @@ class DashboardSettings:
 
         DASHBOARD_ENV (production | development), DASHBOARD_HOST (localhost), DASHBOARD_PORT (8080),
         DASHBOARD_DATA_DIR (<repo>/.podroute), DATABASE_URL (SQLite in the data dir),
-        DASHBOARD_SECRET_KEY (required in production), DASHBOARD_ADMIN_USER (admin),
+        DASHBOARD_SECRET_KEY (required in production; it also keys the encryption of stored secrets),
+        DASHBOARD_OLD_SECRET_KEYS (comma-separated earlier secrets that still decrypt stored secrets
+        after a rotation), DASHBOARD_ADMIN_USER (admin),
         DASHBOARD_ADMIN_PASSWORD (creates that user on first start), DASHBOARD_PROJECT_DIR (<repo>),
-        DASHBOARD_TRY_IT_URL (http://localhost:8888/{service}), DASHBOARD_TRY_IT_HOSTS (extra hosts
-        the try-it panel may call besides loopback; '*' for any), DASHBOARD_SECURE_COOKIES,
-        DASHBOARD_LOGIN_MAX_FAILURES (5), DASHBOARD_LOGIN_WINDOW_S (300), LOG_LEVEL (INFO).
+        DASHBOARD_TRY_IT_URL (http://localhost:$FLASH_PORT/{service}, FLASH_PORT defaulting to 8888),
+        DASHBOARD_TRY_IT_HOSTS (extra hosts the try-it panel may call, any port; '*' for any),
+        DASHBOARD_SECURE_COOKIES,
+        DASHBOARD_LOGIN_MAX_FAILURES (5 free failures per address and user), DASHBOARD_LOGIN_DELAY_S
+        (2: the first delay after them, doubling with each further failure), DASHBOARD_LOGIN_WINDOW_S
+        (300: how long failures count, and the longest delay), LOG_LEVEL (INFO).
 
         Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
-        runpod), PODROUTE_RUNTIME_URL (http://localhost:8800), PODROUTE_RUNTIME_TOKEN or
+        runpod), PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
+        to 8800), PODROUTE_RUNTIME_TOKEN or
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
         CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
         (dashboard),
@@ -251,15 +268,19 @@ class DashboardSettings:
             data_dir=Path(_text(env, "DASHBOARD_DATA_DIR", str(REPO_ROOT / ".podroute"))).expanduser(),
             database_url=_text(env, "DATABASE_URL"),
             secret_key=env.get("DASHBOARD_SECRET_KEY", "").strip(),
+            old_secret_keys=tuple(
+                k.strip() for k in env.get("DASHBOARD_OLD_SECRET_KEYS", "").split(",") if k.strip()
+            ),
             admin_user=_text(env, "DASHBOARD_ADMIN_USER", "admin"),
             admin_password=env.get("DASHBOARD_ADMIN_PASSWORD", ""),
             project_dir=Path(_text(env, "DASHBOARD_PROJECT_DIR", str(REPO_ROOT))).expanduser(),
-            try_it_base_url=_text(env, "DASHBOARD_TRY_IT_URL", DEFAULT_TRY_IT_BASE_URL),
+            try_it_base_url=_text(env, "DASHBOARD_TRY_IT_URL") or _dev_server_url(env),
             try_it_hosts=hosts,
             log_level=_text(env, "LOG_LEVEL", "INFO").upper(),
             secure_cookies=_bool(env, "DASHBOARD_SECURE_COOKIES"),
             login_max_failures=_int(env, "DASHBOARD_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
             login_window_s=_int(env, "DASHBOARD_LOGIN_WINDOW_S", 300, minimum=1, maximum=86400),
+            login_delay_s=_float(env, "DASHBOARD_LOGIN_DELAY_S", 2.0, minimum=0.1, maximum=3600),
             **_deploy_settings(env),
         )
 
@@ -275,6 +296,23 @@ def _float(environ: Mapping[str, str], key: str, default: float, *, minimum: flo
     if not minimum <= value <= maximum:
         raise SettingsError(f"{key}={value:g} must be between {minimum:g} and {maximum:g}")
     return value
+
+
+def _local_host(environ: Mapping[str, str], key: str) -> str:
+    host = _text(environ, key, "localhost")
+    return "localhost" if host in _ANY_ADDRESS else host
+
+
+def _dev_server_url(environ: Mapping[str, str]) -> str:
+    """The try-it base: the dev server at FLASH_HOST:FLASH_PORT, with the service's prefix."""
+    port = _int(environ, "FLASH_PORT", DEFAULT_FLASH_PORT, minimum=1, maximum=65535)
+    return f"http://{_local_host(environ, 'FLASH_HOST')}:{port}/{{service}}"
+
+
+def _runtime_url(environ: Mapping[str, str]) -> str:
+    """The local runtime gateway at PODROUTE_RUNTIME_HOST:PODROUTE_RUNTIME_PORT."""
+    port = _int(environ, "PODROUTE_RUNTIME_PORT", DEFAULT_RUNTIME_PORT, minimum=1, maximum=65535)
+    return f"http://{_local_host(environ, 'PODROUTE_RUNTIME_HOST')}:{port}"
 
 
 def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -293,7 +331,7 @@ def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
     return {
         "environments": environments,
         "providers": providers,
-        "runtime_url": _text(env, "PODROUTE_RUNTIME_URL", DEFAULT_RUNTIME_URL).rstrip("/"),
+        "runtime_url": (_text(env, "PODROUTE_RUNTIME_URL") or _runtime_url(env)).rstrip("/"),
         "runtime_token": env.get("PODROUTE_RUNTIME_TOKEN", "").strip(),
         "runtime_token_file": Path(token_file).expanduser() if token_file else None,
         "runpod_api_key": env.get("RUNPOD_API_KEY", "").strip(),

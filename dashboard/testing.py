@@ -134,12 +134,13 @@ def load_demo_app(project: Path, resource: str = "demo-cpu") -> Any:
 
 
 @asynccontextmanager
-async def live_server(app: Any) -> AsyncIterator[str]:
-    """Serve an ASGI app with Hypercorn on an ephemeral 127.0.0.1 port; yield its base URL."""
+async def live_server(app: Any, sock: socket.socket | None = None) -> AsyncIterator[str]:
+    """Serve an ASGI app with Hypercorn on an ephemeral 127.0.0.1 port (or on the listening socket
+    `sock`, which it takes over); yield its base URL."""
     from hypercorn.asyncio import serve
     from hypercorn.config import Config
 
-    sock = socket.create_server(("127.0.0.1", 0))
+    sock = sock or socket.create_server(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]

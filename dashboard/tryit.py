@@ -1,8 +1,10 @@
 """The try-it panel's request: sent by the dashboard server to a base URL the user chose.
 
 The browser cannot call another origin under the dashboard's Content-Security-Policy, so the
-server sends the request. Only http(s) URLs on loopback hosts, or hosts listed in
-`DASHBOARD_TRY_IT_HOSTS`, are allowed; redirects are not followed; bodies are capped.
+server sends the request. It may reach only the configured service base URL's origin
+(`DASHBOARD_TRY_IT_URL`, derived from `FLASH_PORT`), the endpoint's own gateway URLs and hosts
+listed in `DASHBOARD_TRY_IT_HOSTS`; never the dashboard itself, nor any other loopback port.
+Redirects are not followed; bodies are capped.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import urlsplit
@@ -52,6 +55,10 @@ class TryItResult:
     truncated: bool = False
 
 
+Origin = tuple[str, str, int]
+"""(scheme, host, port); every loopback name is folded to 'loopback'."""
+
+
 def _is_loopback(host: str) -> bool:
     if host in LOOPBACK_HOSTS or host.endswith(".localhost"):
         return True
@@ -61,18 +68,62 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_base_url(base_url: str, allowed_hosts: tuple[str, ...]) -> str:
-    """The base URL without a trailing slash, if it is http(s) and its host is allowed."""
-    parts = urlsplit(base_url.strip())
+def origin_of(url: str) -> Origin | None:
+    """The origin of an http(s) URL, or None when it has none."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TryItError("the base URL must start with http:// or https:// and name a host")
+        return None
+    host = parts.hostname.lower()
+    default = 443 if parts.scheme == "https" else 80
+    return parts.scheme, "loopback" if _is_loopback(host) else host, port or default
+
+
+@dataclass(frozen=True)
+class AllowedTargets:
+    """Where the try-it panel may send requests: these origins, any port of `hosts` ('*': any
+    host), and never one of `refused` (the dashboard itself)."""
+
+    origins: frozenset[Origin]
+    hosts: tuple[str, ...] = ()
+    refused: frozenset[Origin] = frozenset()
+
+    @classmethod
+    def of(
+        cls, urls: Iterable[str], hosts: Iterable[str] = (), refused: Iterable[str] = ()
+    ) -> AllowedTargets:
+        """Allow the origins of `urls` and the `hosts`; refuse the origins of `refused`."""
+        return cls(
+            frozenset(o for o in map(origin_of, urls) if o is not None),
+            tuple(hosts),
+            frozenset(o for o in map(origin_of, refused) if o is not None),
+        )
+
+    def allows(self, origin: Origin) -> bool:
+        """True when a request to `origin` may be sent."""
+        if origin in self.refused:
+            return False
+        return origin in self.origins or "*" in self.hosts or origin[1] in self.hosts
+
+
+def check_base_url(base_url: str, allowed: AllowedTargets) -> str:
+    """The base URL without a trailing slash, if it is http(s) and its origin is allowed."""
+    parts = urlsplit(base_url.strip())
+    origin = origin_of(base_url)
+    if origin is None:
+        raise TryItError(
+            "the base URL must start with http:// or https:// and name a host (and a valid port)"
+        )
     if parts.username or parts.password:
         raise TryItError("put credentials in the bearer token field, not in the URL")
-    host = parts.hostname.lower()
-    if not (_is_loopback(host) or "*" in allowed_hosts or host in allowed_hosts):
+    if not allowed.allows(origin):
         raise TryItError(
-            f"host {host!r} is not allowed: the try-it panel calls loopback hosts, plus those listed "
-            "in DASHBOARD_TRY_IT_HOSTS"
+            f"{parts.scheme}://{parts.netloc} is not allowed: the try-it panel calls the dev server "
+            "(DASHBOARD_TRY_IT_URL, from FLASH_PORT), this endpoint's deployed gateway URLs and the "
+            "hosts listed in DASHBOARD_TRY_IT_HOSTS, never the dashboard itself"
         )
     return base_url.strip().rstrip("/")
 
@@ -103,14 +154,12 @@ def _pretty(text: str, content_type: str) -> str:
         return text
 
 
-async def send(
-    request: TryItRequest, allowed_hosts: tuple[str, ...], timeout_s: float = TIMEOUT_S
-) -> TryItResult:
+async def send(request: TryItRequest, allowed: AllowedTargets, timeout_s: float = TIMEOUT_S) -> TryItResult:
     """Send the request and describe the response (raises TryItError for bad input or no answer)."""
     method = request.method.upper()
     if method not in HTTP_METHODS:
         raise TryItError(f"method must be one of {', '.join(HTTP_METHODS)}")
-    url = build_url(check_base_url(request.base_url, allowed_hosts), request.path, request.query)
+    url = build_url(check_base_url(request.base_url, allowed), request.path, request.query)
     headers = {"Accept": "application/json, */*"}
     content = request.body.encode() if request.body.strip() and method not in ("GET", "DELETE") else None
     if content is not None:

@@ -5,6 +5,11 @@ server is needed; it also runs beat (`-B`) for the periodic status sync.
 
 Each part is its own process; their output is prefixed with the part's name. Ctrl-C (or SIGTERM)
 stops them all; if one exits on its own, the others are stopped too and its status is returned.
+
+Ports move together: `FLASH_PORT`, `PODROUTE_RUNTIME_PORT` and `DASHBOARD_PORT` are enough. When the
+dev server's port is taken, the next free one is chosen here, before anything starts, and passed to
+every part as `FLASH_PORT`, so the dashboard's try-it panel calls the port really in use; the banner
+prints the addresses the parts really use (read with the dashboard's own settings code).
 """
 
 from __future__ import annotations
@@ -15,9 +20,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the dashboard package (podroute is installed by `nox -s dev`)
+
+from dashboard.settings import DashboardSettings  # noqa: E402
+from podroute.server import first_free_port  # noqa: E402
+
 DATA = ROOT / ".podroute"
 
 DEV_DEFAULTS = {
@@ -26,14 +37,10 @@ DEV_DEFAULTS = {
     "PODROUTE_RUNTIME_ENV_MODE": "shared",
 }
 
-PARTS: list[tuple[str, list[str], str]] = [
-    ("dev", [sys.executable, "-m", "podroute", "dev"], "http://localhost:8888 (docs at /docs)"),
-    (
-        "runtime",
-        [sys.executable, "-m", "podroute", "runtime"],
-        "http://localhost:8800 (local runtime gateway)",
-    ),
-    ("dashboard", [sys.executable, "-m", "dashboard"], "http://localhost:8080 (user admin / podroute-dev)"),
+PARTS: list[tuple[str, list[str]]] = [
+    ("dev", [sys.executable, "-m", "podroute", "dev"]),
+    ("runtime", [sys.executable, "-m", "podroute", "runtime"]),
+    ("dashboard", [sys.executable, "-m", "dashboard"]),
     (
         "celery",
         [
@@ -51,9 +58,40 @@ PARTS: list[tuple[str, list[str], str]] = [
             "--schedule",
             str(DATA / "celery-beat-schedule"),
         ],
-        "Celery worker + beat (broker: .podroute/celery-broker.sqlite3 unless REDIS_URL is set)",
     ),
 ]
+
+
+def stack_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The parts' environment: the development defaults under `environ`, with `FLASH_PORT` set to
+    the port the dev server will really get (the next free one when the asked one is taken)."""
+    env = {**DEV_DEFAULTS, **environ}
+    host = env.get("FLASH_HOST", "").strip() or "localhost"
+    wanted = int(env.get("FLASH_PORT", "").strip() or "8888")
+    notify = lambda message: print(f"devstack: dev server {message}", flush=True)  # noqa: E731
+    env["FLASH_PORT"] = str(first_free_port(host, wanted, notify=notify))
+    return env
+
+
+def addresses(env: Mapping[str, str]) -> dict[str, str]:
+    """What each part listens on (and where try-it sends requests), as the parts read `env`."""
+    settings = DashboardSettings.from_env(env)
+    flash_host = env.get("FLASH_HOST", "").strip() or "localhost"
+    user = env.get("DASHBOARD_ADMIN_USER", "").strip() or "admin"
+    password = env.get("DASHBOARD_ADMIN_PASSWORD", "")
+    login = (
+        f"user {user} / {password}"
+        if password == DEV_DEFAULTS["DASHBOARD_ADMIN_PASSWORD"]
+        else f"user {user}"
+    )
+    broker = "Redis" if settings.broker_url or settings.redis_url else ".podroute/celery-broker.sqlite3"
+    return {
+        "dev": f"http://{flash_host}:{env['FLASH_PORT']} (docs at /docs)",
+        "runtime": f"{settings.runtime_url} (local runtime gateway)",
+        "dashboard": f"http://{settings.host}:{settings.port} ({login}; try-it calls "
+        f"{settings.try_it_base_url})",
+        "celery": f"Celery worker + beat (broker: {broker})",
+    }
 
 
 def _pipe(name: str, stream: object) -> None:
@@ -70,11 +108,12 @@ def _migrate(env: dict[str, str]) -> None:
 
 def main() -> int:
     """Start every part, wait, stop them all."""
-    env = {**DEV_DEFAULTS, **os.environ}
+    env = stack_environment(os.environ)
+    shown = addresses(env)
     DATA.mkdir(exist_ok=True)
     _migrate(env)
     processes: list[tuple[str, subprocess.Popen[str]]] = []
-    for name, command, address in PARTS:
+    for name, command in PARTS:
         process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -86,7 +125,7 @@ def main() -> int:
         )
         threading.Thread(target=_pipe, args=(name, process.stdout), daemon=True).start()
         processes.append((name, process))
-        print(f"devstack: {name:<9} {address}", flush=True)
+        print(f"devstack: {name:<9} {shown[name]}", flush=True)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())

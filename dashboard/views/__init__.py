@@ -3,14 +3,14 @@ assets."""
 
 from __future__ import annotations
 
-from quart import Quart, Response, redirect, send_file
+from quart import Quart, Response, redirect, send_file, send_from_directory
 from werkzeug.exceptions import NotFound
 
 from dashboard.views import audit, auth, deployments, endpoints, imports, metrics
 
 
 def register_blueprints(app: Quart) -> None:
-    """Attach every blueprint, the vendored-asset route, `/` and `/healthz` to the app."""
+    """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`."""
     for module in (auth, endpoints, deployments, metrics, imports, audit):
         app.register_blueprint(module.blueprint)
 
@@ -20,6 +20,9 @@ def register_blueprints(app: Quart) -> None:
                 return await send_file(asset.path, mimetype="text/javascript", cache_timeout=31536000)
         raise NotFound()
 
+    async def favicon() -> Response:
+        return await send_from_directory(app.static_folder or "static", "favicon.ico")
+
     async def index() -> Response:
         return redirect("/endpoints", 303)  # type: ignore[return-value]
 
@@ -27,5 +30,6 @@ def register_blueprints(app: Quart) -> None:
         return Response("ok", mimetype="text/plain")
 
     app.add_url_rule("/static/vendor/<filename>", "assets.vendor", vendor, methods=["GET"])
+    app.add_url_rule("/favicon.ico", "assets.favicon", favicon, methods=["GET"])
     app.add_url_rule("/", "index", index, methods=["GET"])
     app.add_url_rule("/healthz", "health", health, methods=["GET"])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
@@ -11,7 +14,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
 from dashboard.configs import FIELD_LABELS, masked_env
-from dashboard.discovery import DiscoveredResource, DiscoveryError
+from dashboard.discovery import DiscoveredResource, DiscoveryError, service_names
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
 from dashboard.operations import (
@@ -24,11 +27,12 @@ from dashboard.operations import (
 from dashboard.queries import (
     ENDPOINT_STATUSES,
     endpoint_status,
+    gateway_urls,
     get_endpoint,
     list_audit_events,
     list_endpoints,
 )
-from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
+from dashboard.tryit import HTTP_METHODS, AllowedTargets, TryItError, TryItRequest, send
 from dashboard.views.deployments import deploy_context
 from dashboard.views.loading import load_endpoint
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
@@ -37,6 +41,8 @@ logger = logging.getLogger("dashboard.endpoints")
 blueprint = Blueprint("endpoints", __name__, url_prefix="/endpoints")
 
 MAX_SEARCH = 100
+PAGE_SIZE = 50
+"""Endpoints per page of the list."""
 MAX_TRY_FIELD = 2048
 MAX_TRY_BODY = 256 * 1024
 
@@ -53,9 +59,15 @@ def _choices() -> dict[str, Any]:
     }
 
 
+async def _services() -> list[str]:
+    return await asyncio.to_thread(service_names, state().settings.project_dir)
+
+
 async def _render_form(form: EndpointForm, endpoint: Endpoint | None, status: int = 200) -> Response:
     template = "endpoints/_form.html" if htmx.is_partial() else "endpoints/form.html"
-    body = await render_template(template, form=form, endpoint=endpoint, **_choices())
+    body = await render_template(
+        template, form=form, endpoint=endpoint, services=await _services(), **_choices()
+    )
     return Response(body, status=status)
 
 
@@ -65,14 +77,31 @@ async def index() -> str:
     search = request.args.get("q", "").strip()[:MAX_SEARCH]
     status = request.args.get("status", "")
     status = status if status in ENDPOINT_STATUSES else ""
+    raw_page = request.args.get("page", "1")
+    page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 6 and int(raw_page) > 0 else 1
     async with transaction() as db:
-        rows = await list_endpoints(db, search, status)
+        rows = await list_endpoints(db, search, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
     template = (
         "endpoints/_rows.html"
         if htmx.is_partial() and htmx.target() == "endpoint-rows"
         else "endpoints/index.html"
     )
-    return await render_template(template, rows=rows, q=search, status=status, statuses=ENDPOINT_STATUSES)
+
+    def page_url(number: int) -> str:
+        return "/endpoints?" + urlencode(
+            {k: v for k, v in (("q", search), ("status", status)) if v} | {"page": number}
+        )
+
+    return await render_template(
+        template,
+        rows=rows[:PAGE_SIZE],
+        q=search,
+        status=status,
+        statuses=ENDPOINT_STATUSES,
+        page=page,
+        previous_url=page_url(page - 1) if page > 1 else "",
+        next_url=page_url(page + 1) if len(rows) > PAGE_SIZE else "",
+    )
 
 
 @blueprint.get("/new")
@@ -85,7 +114,7 @@ async def new() -> Response:
 @blueprint.post("")
 async def create() -> Response:
     """Validate and store a new endpoint; inline errors with 422 when invalid."""
-    form, draft = parse_endpoint_form(await request.form)
+    form, draft = parse_endpoint_form(await request.form, services=await _services())
     if draft is None:
         return await _render_form(form, None, 422)
     try:
@@ -116,11 +145,12 @@ async def edit(endpoint_id: int) -> Response:
 async def update(endpoint_id: int) -> Response:
     """Validate and apply an edit; 422 with inline errors, 409 when someone saved in between."""
     data = await request.form
+    services = await _services()
     async with transaction() as db:
         endpoint = await get_endpoint(db, endpoint_id)
         if endpoint is None:
             raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-        form, draft = parse_endpoint_form(data, {var.key: var for var in endpoint.env_vars})
+        form, draft = parse_endpoint_form(data, {var.key: var for var in endpoint.env_vars}, services)
         if draft is None:
             return await _render_form(form, endpoint, 422)
         try:
@@ -171,8 +201,6 @@ def _default_base_url(endpoint: Endpoint) -> str:
 
 
 def _example_body(schema: dict[str, Any] | None) -> str:
-    import json
-
     if not schema:
         return ""
     return json.dumps(_example(schema), indent=2)
@@ -271,6 +299,16 @@ def _try_request(form: Any) -> TryItRequest:
     )
 
 
+async def _allowed_targets(endpoint: Endpoint) -> AllowedTargets:
+    settings = state().settings
+    async with transaction() as db:
+        gateways = await gateway_urls(db, endpoint.id)
+    dashboard_itself = [request.host_url, f"http://localhost:{settings.port}"]
+    return AllowedTargets.of(
+        [_default_base_url(endpoint), *gateways], settings.try_it_hosts, dashboard_itself
+    )
+
+
 @blueprint.post("/<int:endpoint_id>/try")
 async def try_send(endpoint_id: int) -> Response:
     """Send the try-it request from the server and show status, headers, body and latency."""
@@ -279,7 +317,7 @@ async def try_send(endpoint_id: int) -> Response:
     result, error, status = None, None, 200
     try:
         tried = _try_request(form)
-        result = await send(tried, state().settings.try_it_hosts)
+        result = await send(tried, await _allowed_targets(endpoint))
     except TryItError as problem:
         error, status = str(problem), 422
         tried = None

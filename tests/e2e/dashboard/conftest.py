@@ -54,8 +54,11 @@ def demo_service(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`python -m dashboard migrate` then `python -m dashboard` on a fresh data dir; yields its URL."""
+def dashboard_url(
+    project: Path, demo_service: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`python -m dashboard migrate` then `python -m dashboard` on a fresh data dir; yields its URL.
+    Its try-it panel may call the demo service (standing in for the dev server)."""
     data_dir = tmp_path_factory.mktemp("e2e-data")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_") and k != "DATABASE_URL"}
     env.update(
@@ -67,6 +70,7 @@ def dashboard_url(project: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         DASHBOARD_PORT="0",
         DASHBOARD_ADMIN_PASSWORD=ADMIN_PASSWORD,
         DASHBOARD_PROJECT_DIR=str(project),
+        DASHBOARD_TRY_IT_URL=f"{demo_service}/{{service}}",
     )
     subprocess.run(
         [sys.executable, "-m", "dashboard", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True

@@ -53,7 +53,9 @@ def test_endpoint_lifecycle_in_the_browser(page, demo_service, artifacts):
     page.fill("input[name='env-0-value']", SECRET_VALUE)
     page.check("input[name='env-0-secret']")
     page.click("button:has-text('Create endpoint')")
-    expect(page.locator("#error-workersMin")).to_contain_text("workersMin (3) must not exceed workersMax (1)")
+    expect(page.locator("#error-workersMin")).to_contain_text(
+        "Min workers (3) must not exceed Max workers (1)"
+    )
     expect(page.locator("#error-workersMax")).to_be_visible()
     assert page.url.endswith("/endpoints/new")  # htmx swapped the form in place
     assert SECRET_VALUE not in page.content()

@@ -37,6 +37,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     data.mkdir()
     with runtime_process(base / "runtime") as runtime:
         settings = DashboardSettings(
+            secret_key="e2e-secret-key-long-enough-for-production-use",
             data_dir=data,
             project_dir=project,
             runtime_url=runtime.url,

@@ -42,6 +42,10 @@ def worker_env(settings: DashboardSettings, extra: Mapping[str, str] | None = No
         LOG_LEVEL="INFO",
         PYTHONUNBUFFERED="1",
     )
+    if settings.secret_key:  # the worker decrypts what the web side stored (secrets at rest)
+        env["DASHBOARD_SECRET_KEY"] = settings.secret_key
+    if settings.old_secret_keys:
+        env["DASHBOARD_OLD_SECRET_KEYS"] = ",".join(settings.old_secret_keys)
     if settings.broker_url:
         env["CELERY_BROKER_URL"] = settings.broker_url
     if settings.runpod_api_key:

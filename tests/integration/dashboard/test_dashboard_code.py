@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import pytest
 
@@ -101,9 +103,9 @@ async def test_detail_shows_routes_with_parameters_and_body_schema(web):
 
 
 async def test_detail_explains_when_the_code_is_missing(web, endpoint_form):
-    created = await web.post("/endpoints", endpoint_form(service="ghost", resource="nothing"))
+    created = await web.post("/endpoints", endpoint_form(service="demo", resource="nothing"))
     page = await web.text(created.headers["Location"])
-    assert "no resource &#39;nothing&#39; is declared in service &#39;ghost&#39;" in page
+    assert "no resource &#39;nothing&#39; is declared in service &#39;demo&#39;" in page
 
 
 async def test_try_panel_fragment_is_prefilled_for_a_route(web):
@@ -123,7 +125,22 @@ async def demo_server(demo_project):
         yield url
 
 
-async def test_try_it_sends_the_request_and_shows_the_response(web, demo_server):
+@asynccontextmanager
+async def dashboard_calling(web, settings, base_url):
+    """The same logged-in user on a dashboard whose try-it base URL (dev server) is `base_url`."""
+    app = create_app(replace(settings, try_it_base_url=f"{base_url}/{{service}}"))
+    async with app.test_app() as test_app:
+        web.client = test_app.test_client()
+        await web.login()
+        yield web
+
+
+async def test_try_it_sends_the_request_and_shows_the_response(web, settings, demo_server):
+    async with dashboard_calling(web, settings, demo_server):
+        await _try_echo(web, demo_server)
+
+
+async def _try_echo(web, demo_server):
     await import_all(web)
     listing = await web.text("/endpoints")
     cpu_id = listing.split('">demo-cpu</a>')[0].rsplit('href="/endpoints/', 1)[1]
@@ -136,7 +153,12 @@ async def test_try_it_sends_the_request_and_shows_the_response(web, demo_server)
     assert "x-request-id" in body.lower()
 
 
-async def test_try_it_without_htmx_renders_the_whole_page(web, demo_server):
+async def test_try_it_without_htmx_renders_the_whole_page(web, settings, demo_server):
+    async with dashboard_calling(web, settings, demo_server):
+        await _try_without_htmx(web, demo_server)
+
+
+async def _try_without_htmx(web, demo_server):
     await import_all(web)
     listing = await web.text("/endpoints")
     cpu_id = listing.split('">demo-cpu</a>')[0].rsplit('href="/endpoints/', 1)[1]
@@ -160,14 +182,16 @@ async def test_try_it_without_htmx_renders_the_whole_page(web, demo_server):
         ("http://example.com", "is not allowed"),
         ("ftp://127.0.0.1", "must start with http"),
         ("http://user:pw@127.0.0.1:1", "bearer token field"),
-        ("http://127.0.0.1:9", "no response from"),
+        ("http://127.0.0.1:9", "is not allowed"),  # loopback, but not the configured dev server
+        ("http://127.0.0.1:1", "no response from"),  # the configured dev server, not running
     ],
 )
-async def test_try_it_refuses_bad_targets_with_422(web, endpoint_form, base_url, message):
-    created = await web.post("/endpoints", endpoint_form())
-    response = await web.post(
-        f"{created.headers['Location']}/try", {"base_url": base_url, "method": "GET", "path": "/"}
-    )
+async def test_try_it_refuses_bad_targets_with_422(web, settings, endpoint_form, base_url, message):
+    async with dashboard_calling(web, settings, "http://localhost:1"):
+        created = await web.post("/endpoints", endpoint_form())
+        response = await web.post(
+            f"{created.headers['Location']}/try", {"base_url": base_url, "method": "GET", "path": "/"}
+        )
     assert response.status_code == 422
     assert message in await response.get_data(as_text=True)
 

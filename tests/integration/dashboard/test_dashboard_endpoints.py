@@ -82,7 +82,7 @@ async def test_workers_min_above_max_is_shown_beside_both_fields_and_nothing_is_
     response = await web.post("/endpoints", endpoint_form(workersMin="5", workersMax="1"))
     assert response.status_code == 422
     page = await response.get_data(as_text=True)
-    expected = "workersMin (5) must not exceed workersMax (1): lower workersMin or raise workersMax"
+    expected = "Min workers (5) must not exceed Max workers (1): lower Min workers or raise Max workers"
     assert f'<p class="field-error" id="error-workersMin">{expected}</p>' in page
     assert f'<p class="field-error" id="error-workersMax">{expected}</p>' in page
     assert 'name="workersMin" value="5" aria-invalid="true"' in page
@@ -106,7 +106,7 @@ async def test_htmx_create_success_redirects_with_hx_redirect(web, endpoint_form
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("workersMax", "many", "valid integer"),
+        ("workersMax", "many", "must be a whole number"),
         ("gpuCount", "9", "between 1 and 8"),
         ("gpus", ["NOT_A_POOL"], "unknown GPU pool"),
         ("locations", ["MARS-1"], "unknown or unavailable data center"),
@@ -148,7 +148,10 @@ async def test_hostile_name_renders_as_text_and_is_refused(web, settings, endpoi
 
 async def test_hostile_text_in_free_fields_is_escaped_everywhere(web, endpoint_form):
     hostile = "<script>alert(1)</script>"
-    endpoint_id = await create(web, endpoint_form, service=hostile[:40], **{"env-0-value": hostile})
+    refused = await web.post("/endpoints", endpoint_form(service=hostile[:40]))
+    assert refused.status_code == 422
+    assert "<script>alert" not in await refused.get_data(as_text=True)
+    endpoint_id = await create(web, endpoint_form, resource=hostile[:40], **{"env-0-value": hostile})
     for path in ("/endpoints", f"/endpoints/{endpoint_id}", f"/endpoints/{endpoint_id}/edit", "/audit"):
         page = await web.text(path)
         assert "<script>alert" not in page, path

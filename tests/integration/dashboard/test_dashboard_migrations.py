@@ -24,6 +24,7 @@ TABLES = {
     "login_attempts",
     "builds",
     "deployments",
+    "user_sessions",
 }
 
 
@@ -70,16 +71,21 @@ async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(database_url):
 
 async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "upgrade", "0001")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
+    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "user_sessions"}
     await _alembic(database_url, "upgrade", "head")
+    await _alembic(database_url, "downgrade", "-1")
+    assert await _inspect(database_url, _tables) == TABLES - {"user_sessions"}
+    assert "ix_audit_events_target" not in await _inspect(database_url, _audit_indexes)
+    assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert "image" not in await _inspect(database_url, _build_columns)
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert "lease_until" not in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments"}
+    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "user_sessions"}
     await _alembic(database_url, "upgrade", "head")
+    assert "ix_audit_events_target" in await _inspect(database_url, _audit_indexes)
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
@@ -87,6 +93,10 @@ async def test_each_revision_steps_down_and_up(database_url):
 
 def _deployment_columns(connection):
     return {column["name"] for column in inspect(connection).get_columns("deployments")}
+
+
+def _audit_indexes(connection):
+    return {index["name"] for index in inspect(connection).get_indexes("audit_events")}
 
 
 def _build_columns(connection):
@@ -97,13 +107,15 @@ async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_s
     settings = make_settings(tmp_path, demo_project)
     await _alembic(settings.url, "upgrade", "0001")
     app = create_app(settings)
-    with pytest.raises(LifespanError, match=r"newest migration 0004\): run `python -m dashboard migrate`"):
+    with pytest.raises(
+        LifespanError, match=r"newest migration 0005_dashsec\): run `python -m dashboard migrate`"
+    ):
         async with app.test_app():
             pass
     engine = create_engine(settings.url)
     status = await schema_status(engine)
     await engine.dispose()
-    assert status.current == ("0001",) and status.heads == head_revisions() == ("0004",)
+    assert status.current == ("0001",) and status.heads == head_revisions() == ("0005_dashsec",)
 
 
 async def test_app_refuses_an_empty_database(tmp_path, demo_project, make_settings):

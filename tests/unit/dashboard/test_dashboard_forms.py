@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from werkzeug.datastructures import MultiDict
 
-from dashboard.forms import EndpointForm, add_problems, parse_endpoint_form
+from dashboard.forms import EndpointForm, add_problems, humanize_message, parse_endpoint_form
 from dashboard.models import Endpoint, EnvVar
 from podroute.resources import FieldProblem, LoadBalancerSlsResource, ResourceConfigError
 
@@ -108,14 +110,15 @@ def test_errors_are_exactly_the_library_problems(overrides):
             env={fields["env-0-key"][0]: "fast"},
             locations=fields.get("locations", []),
         )
-    expected = {p.message for p in caught.value.problems}
+    expected = {humanize_message(p.message) for p in caught.value.problems}
     shown = {m for messages in parsed.errors.values() for m in messages}
     assert shown == expected
+    assert not any("Input should" in m or re.search(r"\b[a-z]+[A-Z]\w*\b", m) for m in shown), shown
 
 
 def test_cross_field_problem_goes_beside_each_named_field():
     parsed, _ = parse_endpoint_form(form(workersMin="4", workersMax="2"))
-    message = "workersMin (4) must not exceed workersMax (2): lower workersMin or raise workersMax"
+    message = "Min workers (4) must not exceed Max workers (2): lower Min workers or raise Max workers"
     assert parsed.errors["workersMin"] == [message] and parsed.errors["workersMax"] == [message]
     assert parsed.form_errors == []
 
@@ -199,3 +202,32 @@ def test_edit_form_hides_secret_values():
     rows = {row.key: row for row in parsed.env_rows if row.key}
     assert rows["A"].value == "visible" and rows["B"].value == "" and rows["B"].secret
     assert parsed.version == 3 and parsed.values["workersMax"] == "1"
+
+
+def test_every_invalid_field_is_reported_at_once_in_the_labels_words():
+    parsed, draft = parse_endpoint_form(
+        form(name="n" * 64, gpuCount="1.5", workersMin="3", workersMax="1", imageName="Not An Image!"),
+        services=["demo"],
+    )
+    assert draft is None
+    assert parsed.invalid_fields == ["Name", "Image", "GPUs per worker", "Min workers", "Max workers"]
+    assert parsed.errors["gpuCount"] == ["must be a whole number"]
+    assert "use at most 63" in parsed.errors["name"][0]
+    assert "is not an image reference" in parsed.errors["imageName"][0]
+    shown = [m for messages in parsed.errors.values() for m in messages]
+    assert not any("Input should" in m or "gpuCount" in m or "workersMin" in m for m in shown), shown
+
+
+@pytest.mark.parametrize(
+    ("service", "message"),
+    [("", "choose the service that holds this endpoint's code (cpu, demo)"), ("ghost", "no service 'ghost'")],
+)
+def test_the_service_must_be_one_of_the_projects(service, message):
+    parsed, draft = parse_endpoint_form(form(service=service), services=["cpu", "demo"])
+    assert draft is None and message in parsed.errors["service"][0]
+    assert parse_endpoint_form(form(service="demo"), services=["cpu", "demo"])[1] is not None
+
+
+@pytest.mark.parametrize("image", ["ghcr.io/acme/api:1", "python", "localhost:5000/x/y@sha256:" + "a" * 64])
+def test_valid_image_references_are_accepted(image):
+    assert parse_endpoint_form(form(imageName=image))[1] is not None

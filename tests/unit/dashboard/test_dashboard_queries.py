@@ -9,7 +9,6 @@ from dashboard.models import Deployment, utc_now
 from dashboard.operations import create_endpoint, delete_endpoint, update_endpoint
 from dashboard.queries import (
     add_user,
-    count_login_failures,
     count_users,
     endpoint_status,
     find_endpoint_for_code,
@@ -17,8 +16,6 @@ from dashboard.queries import (
     get_user_by_name,
     list_audit_events,
     list_endpoints,
-    prune_login_attempts,
-    record_login_attempt,
 )
 from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 
@@ -91,16 +88,3 @@ async def test_audit_paging_and_target_filter(session):
     older = await list_audit_events(session, limit=5, before_id=newest[0].id)
     assert [e.target_name for e in newest + older] == ["two", "one"]
     assert [e.target_name for e in await list_audit_events(session, target_id=first.id)] == ["one"]
-
-
-async def test_login_failures_are_counted_per_user_and_per_address(session):
-    since = utc_now() - timedelta(minutes=5)
-    for _ in range(3):
-        await record_login_attempt(session, "alice", "10.0.0.1", False)
-    await record_login_attempt(session, "alice", "10.0.0.1", True)
-    assert await count_login_failures(session, "alice", "10.0.0.9", since) == 3
-    for name in ("u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8"):
-        await record_login_attempt(session, name, "10.0.0.2", False)
-    assert await count_login_failures(session, "someone-new", "10.0.0.2", since) == 2  # 8 by address / 4
-    await prune_login_attempts(session, timedelta(seconds=-1))
-    assert await count_login_failures(session, "alice", "10.0.0.1", since) == 0

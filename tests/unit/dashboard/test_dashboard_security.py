@@ -17,7 +17,7 @@ from dashboard.security import (
     needs_rehash,
     verify_password,
 )
-from dashboard.tryit import TryItError, build_url, check_base_url
+from dashboard.tryit import AllowedTargets, TryItError, build_url, check_base_url
 
 
 def test_argon2_hashes_verify_and_are_salted():
@@ -35,31 +35,46 @@ def test_password_policy():
         check_password_policy("seven c")
 
 
-@pytest.mark.parametrize(
-    "url", ["http://localhost:8888/cpu", "http://127.0.0.1:9", "https://[::1]:8443", "http://x.localhost"]
+DEV = AllowedTargets.of(
+    ["http://localhost:8888/{service}", "https://[::1]:8443/gw", "http://gw.example:8800/v1"],
+    refused=["http://localhost:8080"],
 )
-def test_loopback_targets_are_allowed(url):
-    assert check_base_url(url + "/", ()) == url
 
 
 @pytest.mark.parametrize(
-    ("url", "hosts", "message"),
+    "url",
+    ["http://localhost:8888/cpu", "http://127.0.0.1:8888", "https://[::1]:8443", "http://gw.example:8800/x"],
+)
+def test_configured_origins_are_allowed_under_any_loopback_name(url):
+    assert check_base_url(url + "/", DEV) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "allowed", "message"),
     [
-        ("http://169.254.169.254/latest", (), "not allowed"),
-        ("http://10.0.0.1", (), "not allowed"),
-        ("file:///etc/passwd", (), "must start with http"),
-        ("javascript:alert(1)", (), "must start with http"),
-        ("http://a:b@localhost", (), "bearer token"),
+        ("http://localhost:8889", DEV, "not allowed"),  # another loopback port
+        ("http://127.0.0.1:8080", DEV, "never the dashboard itself"),
+        ("http://x.localhost", DEV, "not allowed"),
+        ("http://169.254.169.254/latest", DEV, "not allowed"),
+        ("http://10.0.0.1", DEV, "not allowed"),
+        ("http://localhost:99999", DEV, "valid port"),
+        ("file:///etc/passwd", DEV, "must start with http"),
+        ("javascript:alert(1)", DEV, "must start with http"),
+        ("http://a:b@localhost:8888", DEV, "bearer token"),
+        ("http://localhost:8080", AllowedTargets.of([], ["*"], ["http://127.0.0.1:8080"]), "not allowed"),
     ],
 )
-def test_other_targets_are_refused(url, hosts, message):
+def test_other_targets_are_refused(url, allowed, message):
     with pytest.raises(TryItError, match=message):
-        check_base_url(url, hosts)
+        check_base_url(url, allowed)
 
 
 def test_listed_hosts_and_wildcard():
-    assert check_base_url("https://api.runpod.ai/v2/x", ("api.runpod.ai",)) == "https://api.runpod.ai/v2/x"
-    assert check_base_url("https://anything.example", ("*",)) == "https://anything.example"
+    listed = AllowedTargets.of([], ["api.runpod.ai"])
+    assert check_base_url("https://api.runpod.ai/v2/x", listed) == "https://api.runpod.ai/v2/x"
+    assert (
+        check_base_url("https://anything.example", AllowedTargets.of([], ["*"])) == "https://anything.example"
+    )
 
 
 def test_build_url_keeps_the_query_apart():
