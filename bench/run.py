@@ -13,6 +13,7 @@
 2. `/gpu/compute` latency for 1e3, 1e5 and 1e6 numbers, split into parsing and compute
    (`bench/gpu_latency.py`).
 
+podroute and the services are compiled to bytecode first, as the worker image does at build time.
 Needs `wrk` and `taskset` on PATH and fastapi installed next to podroute; the Flash peer's venv is
 built by peer_bench's setup on first use (network to PyPI). Every peer runs with its access log on,
 as deployed workers do; `--no-access-log` turns it off for every peer except the Flash baseline
@@ -178,9 +179,24 @@ def _format_ratios(values: list[float]) -> str:
     return f"**{statistics.median(values):.2f}** ({' '.join(f'{v:.2f}' for v in values)})"
 
 
+def compile_sources() -> None:
+    """Compile podroute and the services to bytecode, as the worker image does at build time.
+
+    The servers run with PYTHONDONTWRITEBYTECODE=1 (as deployed workers do), so without this the
+    cold-start figures would include compiling every podroute module from source.
+    """
+    import compileall
+
+    import podroute
+
+    for folder in (Path(podroute.__file__).parent, PROJECT / "services", PROJECT / "bench"):
+        compileall.compile_dir(folder, quiet=1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the markdown report."""
     args = _parse_args(argv)
+    compile_sources()
     sections = []
     if not args.skip_cpu:
         with tempfile.TemporaryDirectory(prefix="podroute-bench-") as folder:

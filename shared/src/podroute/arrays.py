@@ -212,11 +212,17 @@ def _parse_ints(inner: bytes) -> npt.NDArray[np.int64] | None:
     return result
 
 
-def _parse_floats(inner: bytes) -> npt.NDArray[np.float64] | None:
+def _parse_floats(raw: bytes, field: str) -> npt.NDArray[np.float64] | None:
+    """The list of `raw` (`{"<field>": [numbers]}`, numbers only) with a float in it -> float64.
+
+    orjson parses the whole body strictly (so NaN, Infinity, `1.`, `01` and the like are not
+    JSON and fall back to exact validation), as the same doubles `json.loads` gives; numpy packs
+    them. Faster than numpy's own text parsing, which costs three times as much per number.
+    """
     try:
-        values = orjson.loads(b"[" + inner + b"]")
+        values = orjson.loads(raw)[field]
         return np.array(values, dtype=np.float64)
-    except (orjson.JSONDecodeError, OverflowError, TypeError, ValueError):
+    except (orjson.JSONDecodeError, OverflowError, TypeError, ValueError, KeyError):
         return None
 
 
@@ -239,7 +245,7 @@ def json_numbers_decoder(field: str) -> Callable[[bytes, quart.Request], Mapping
         if not inner.strip():
             return {field: np.empty(0, dtype=np.int64)}
         if any(mark in inner for mark in _FLOAT_MARKS):
-            values: npt.NDArray[Any] | None = _parse_floats(inner)
+            values: npt.NDArray[Any] | None = _parse_floats(raw, field)
         else:
             values = _parse_ints(inner)
         return None if values is None else {field: values}

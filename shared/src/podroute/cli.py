@@ -12,28 +12,29 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from podroute import __version__
-from podroute.build import BuildError, build_project
-from podroute.deploy import DeployError, Deployments, EndpointInfo, find_endpoint, provider_for, send
 from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
 from podroute.metrics_report import print_logs, print_route_tables
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
-from podroute.runpod_api import RunPodSettings
 from podroute.server import SERVERS, ServerError, default_worker_server, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
-_USER_ERRORS = (
+if TYPE_CHECKING:
+    from podroute.deploy import EndpointInfo
+
+_USER_ERRORS: tuple[type[Exception], ...] = (
     DiscoveryError,
     ServerError,
     SettingsError,
     RouteDeclarationError,
     ResourceConfigError,
-    BuildError,
-    DeployError,
 )
+_BUILDING_COMMANDS = frozenset({"build", "deploy"})
+_DEPLOYING_COMMANDS = frozenset({"deploy", "scale"})
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -214,7 +215,27 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _user_errors(command: str) -> tuple[type[Exception], ...]:
+    """The errors `command` reports as a message (exit 2) rather than a traceback.
+
+    The build and deploy modules (httpx among their imports) load only for the commands that use
+    them, so that `podroute serve` starts without them.
+    """
+    errors = _USER_ERRORS
+    if command in _BUILDING_COMMANDS:
+        from podroute.build import BuildError
+
+        errors += (BuildError,)
+    if command in _DEPLOYING_COMMANDS:
+        from podroute.deploy import DeployError
+
+        errors += (DeployError,)
+    return errors
+
+
 def _build(args: argparse.Namespace) -> int:
+    from podroute.build import build_project
+
     for result in build_project(args.project, args.services, progress=_progress):
         origin = "cached" if result.cached else "built"
         print(f"{result.service}/{result.resource}: {origin} {result.sha256[:12]}  {result.artifact}")
@@ -248,6 +269,10 @@ def _runtime(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
+    from podroute.build import build_project
+    from podroute.deploy import DeployError, Deployments, find_endpoint, provider_for, send
+    from podroute.runpod_api import RunPodSettings
+
     project = args.project.resolve()
     deployments = Deployments(project)
     if args.action == "new":
@@ -344,6 +369,8 @@ def _curl_example(env_name: str, key: str, info: EndpointInfo) -> str:
 
 
 def _scale(args: argparse.Namespace) -> int:
+    from podroute.deploy import DeployError, Deployments, find_endpoint, provider_for
+
     deployments = Deployments(args.project.resolve())
     env_name, entry, key = find_endpoint(deployments, args.env, args.endpoint)
     scaling = {k: getattr(args, k) for k in ("workersMin", "workersMax", "idleTimeout", "scalerValue")}
@@ -359,6 +386,7 @@ def _scale(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `podroute` command; returns the exit status."""
     args = _build_parser().parse_args(argv)
+    user_errors = _user_errors(args.command)
     try:
         configure_logging(log_level_from(os.environ))
         handler = {
@@ -370,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "scale": _scale,
         }[args.command]
         return handler(args)
-    except _USER_ERRORS as error:
+    except user_errors as error:
         print(f"podroute {args.command}: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,7 +1,9 @@
 """`/openapi.json` and `/docs`: Swagger UI served by the app itself, from a pinned package.
 
 The page references no external URL: Swagger UI's files come from the `swagger-ui-bundle-v2`
-package and PodRoute's own initializer script, all under `/docs/static/`.
+package and PodRoute's own initializer script, all under `/docs/static/`. The OpenAPI document is
+generated, and the Swagger package looked up, on the first request that needs them, so a worker
+that is never asked for its docs never pays for them at start-up.
 """
 
 from __future__ import annotations
@@ -12,10 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from quart import Quart, Response, send_from_directory
-from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
-
-from podroute.openapi import build_openapi
 
 if TYPE_CHECKING:
     from podroute.app import PodRouteState
@@ -45,6 +44,8 @@ def register_docs(app: Quart, state: PodRouteState) -> None:
 
     async def openapi_json() -> Response:
         if state.openapi is None:
+            from podroute.openapi import build_openapi
+
             state.openapi = build_openapi(state)
         return Response(orjson.dumps(state.openapi), content_type="application/json")
 
@@ -57,6 +58,8 @@ def register_docs(app: Quart, state: PodRouteState) -> None:
             return await send_from_directory(_OWN_STATIC, filename)
         if filename not in _SWAGGER_FILES:
             raise NotFound()
+        from swagger_ui_bundle import swagger_ui_path
+
         return await send_from_directory(Path(str(swagger_ui_path)), filename)
 
     app.add_url_rule("/openapi.json", "podroute_openapi", openapi_json, methods=["GET"])

@@ -83,7 +83,9 @@ def _check_worker_range(minimum: int, maximum: int) -> None:
 class _LoadBalancerBase(BaseModel):
     """Fields and rules every load-balanced resource shares."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, str_strip_whitespace=True)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, str_strip_whitespace=True, defer_build=True
+    )
 
     live: ClassVar[bool] = False
     compute: ClassVar[ComputeKind] = "gpu"

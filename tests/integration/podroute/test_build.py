@@ -68,6 +68,7 @@ def test_artifact_contents_and_manifest(project: Path, tmp_path: Path) -> None:
     assert unpacked["source_fingerprint"] == manifest["source_fingerprint"]
     dockerfile = (tmp_path / "unpacked" / "Dockerfile").read_text()
     assert "FROM python:3.11-slim" in dockerfile and '"services.lab.endpoint:lab"' in dockerfile
+    assert "RUN python -m compileall -q /app" in dockerfile  # workers start from bytecode
     assert "secret-value" not in result.artifact.read_bytes().decode("latin-1")
 
 

@@ -86,6 +86,34 @@ def test_a_million_numbers_in_json(gpu_url: str) -> None:
     assert (body["max"], body["min"]) == (int(values.max()), int(values.min()))
 
 
+def test_a_million_floats_in_json(gpu_url: str) -> None:
+    values = np.random.default_rng(6).standard_normal(1_000_000) * 1e3
+    body = compute(
+        gpu_url,
+        content=orjson.dumps({"numbers": values.tolist()}),
+        headers={"content-type": "application/json"},
+    ).json()
+    assert body["input_count"] == 1_000_000
+    assert (body["max"], body["min"]) == (float(values.max()), float(values.min()))  # the exact doubles
+    assert body["sum_of_squares"] == pytest.approx(float(np.dot(values, values)), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b'{"numbers": [1.5, NaN]}', b'{"numbers": [Infinity, 2]}', b'{"numbers": [0.5, -Infinity]}'],
+    ids=["nan", "infinity", "minus-infinity"],
+)
+def test_nan_and_infinity_literals_are_422(gpu_url: str, content: bytes) -> None:
+    body = problem(compute(gpu_url, content=content, headers={"content-type": "application/json"}), 422)
+    assert body["errors"][0]["loc"][:2] == ["body", "numbers"]
+
+
+@pytest.mark.parametrize("content", [b'{"numbers": [1.5, 1.2.3]}', b'{"numbers": [1.5, .5]}'])
+def test_malformed_float_lists_are_400(gpu_url: str, content: bytes) -> None:
+    body = problem(compute(gpu_url, content=content, headers={"content-type": "application/json"}), 400)
+    assert "not valid JSON" in body["detail"]
+
+
 def test_python_style_json_with_spaces_gives_the_same_answer(gpu_url: str) -> None:
     compact = compute(gpu_url, content=b'{"numbers":[3,-4,5]}', headers={"content-type": "application/json"})
     spaced = compute(

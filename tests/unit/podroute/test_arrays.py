@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 from types import SimpleNamespace
 from typing import Any, cast
@@ -150,6 +151,92 @@ def test_float_json_is_parsed_as_float64() -> None:
     values = decoded(b'{"numbers": [1.5, 2, -3e2, 4E-1, 5e+0]}')
     assert values is not None and values.dtype == np.float64
     assert values.tolist() == [1.5, 2.0, -300.0, 0.4, 5.0]
+
+
+def random_float_texts(rng: random.Random, count: int) -> list[str]:
+    """JSON number texts of every shape: shortest reprs, exponents, -0.0, long digit runs, ints."""
+    texts = []
+    for _ in range(count):
+        shape = rng.randrange(7)
+        if shape == 0:
+            texts.append(repr(rng.uniform(-1e6, 1e6)))
+        elif shape == 1:
+            texts.append(repr(struct_double(rng)))
+        elif shape == 2:
+            texts.append(f"{rng.randint(1, 9)}.{rng.randint(0, 10**20)}e{rng.randint(-300, 300):+d}")
+        elif shape == 3:
+            texts.append(rng.choice(["-0.0", "0.0", "-0", "0", "0e0", "-0E-5", "1E2", "2e+3"]))
+        elif shape == 4:
+            texts.append(str(rng.randint(-(10**25), 10**25)))  # integers mixed in, some beyond int64
+        elif shape == 5:
+            texts.append(f"{rng.randint(-999, 999)}.{rng.randint(0, 999):03d}")
+        else:
+            texts.append("0." + "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 40))))
+    return texts
+
+
+def struct_double(rng: random.Random) -> float:
+    """A random finite double drawn from all bit patterns (subnormals and extremes included)."""
+    while True:
+        value = float(np.frombuffer(rng.getrandbits(64).to_bytes(8, "little"), dtype=np.float64)[0])
+        if np.isfinite(value):
+            return value
+
+
+def test_floats_are_the_exact_doubles_json_loads_gives() -> None:
+    rng = random.Random(20261130)
+    for _ in range(200):
+        texts = random_float_texts(rng, rng.randint(1, 300))
+        body = b'{"numbers": [' + rng.choice([",", ", ", " ,\n"]).join(texts).encode() + b"]}"
+        values = decoded(body)
+        expected = np.array([float(v) for v in json.loads(body)["numbers"]], dtype=np.float64)
+        if not any(mark in body for mark in (b".", b"e", b"E")):
+            continue  # integers only: the int64 path, tested above
+        assert values is not None and values.dtype == np.float64, body
+        assert values.view(np.int64).tolist() == expected.view(np.int64).tolist(), body  # bit for bit
+
+
+def test_negative_zero_keeps_its_sign_only_as_a_float() -> None:
+    values = decoded(b'{"numbers": [-0.0, -0, 0.0, -0e0, 1.5]}')
+    assert values is not None
+    assert np.signbit(values).tolist() == [True, False, False, True, False]  # as json.loads reads them
+
+
+def test_a_million_floats_round_trip_exactly() -> None:
+    values = np.random.default_rng(3).standard_normal(1_000_000) * 1e3
+    result = decoded(orjson.dumps({"numbers": values.tolist()}))
+    assert result is not None and result.view(np.int64).tolist() == values.view(np.int64).tolist()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"numbers": [1.5, NaN]}',
+        b'{"numbers": [Infinity, 1.5]}',
+        b'{"numbers": [1.5, -Infinity]}',
+        b'{"numbers": [1.5, 1e400]}',
+        b'{"numbers": [1.5, .5]}',
+        b'{"numbers": [1.5, 5.]}',
+        b'{"numbers": [1.5, 1e]}',
+        b'{"numbers": [1.5, 1.2.3]}',
+        b'{"numbers": [1.5, 01.5]}',
+        b'{"numbers": [1.5, +2.5]}',
+        b'{"numbers": [1.5, 2.5e+-1]}',
+        b'{"numbers": [1.5, - 2.5]}',
+        b'{"numbers": [1.5 2.5]}',
+        b'{"numbers": [1.5,, 2.5]}',
+    ],
+)
+def test_float_lists_that_are_not_json_numbers_fall_back_to_validation(body: bytes) -> None:
+    assert decoded(body) is None
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"numbers": [1.5, NaN]}', b'{"numbers": [Infinity]}', b'{"numbers": [1.5, -Infinity, 2]}']
+)
+def test_nan_and_infinity_literals_are_rejected_by_validation(body: bytes) -> None:
+    errors = errors_of(lambda: Body.model_validate_json(body))
+    assert errors[0]["loc"][0] == "numbers" and errors[0]["type"] == "number_type"
 
 
 def test_an_empty_list_is_an_empty_int64_array() -> None:
