@@ -16,11 +16,9 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
-from dashboard.celery_app import send
 from dashboard.configs import FIELD_LABELS
 from dashboard.images import ImageError
 from dashboard.models import Build, Deployment, Endpoint
-from dashboard.pipeline import build_result
 from dashboard.queries import (
     active_deployment,
     add_audit_event,
@@ -45,6 +43,8 @@ from dashboard.releases import (
     set_build_image,
 )
 from dashboard.views.loading import load_endpoint
+from dashboard.worker.builds import build_result
+from dashboard.worker.celery_app import send
 from podroute.deploy import DeployError
 from podroute.runpod import image_instructions
 

@@ -20,9 +20,9 @@ import redis
 from dashboard.db import create_sync_sessions
 from dashboard.models import Build, Deployment
 from dashboard.providers import RuntimeProvider
-from dashboard.testing import strict
 from tests.integration.dashboard.celery_support import CeleryWorker, worker_env
 from tests.runtime_support import Runtime, make_lab_project, runtime_process
+from tests.support.dashboard import strict
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -138,7 +138,7 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
 
     # An endpoint left by a crashed attempt (same name, key never recorded) is replaced, not kept.
     built = rows(settings, Build)[-1]
-    from dashboard.pipeline import build_result
+    from dashboard.worker.builds import build_result
 
     runtime_provider = provider(runtime)
     runtime_provider.upload(build_result(built))

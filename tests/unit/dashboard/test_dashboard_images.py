@@ -161,7 +161,8 @@ def test_failures_are_classified_by_type_not_text() -> None:
 def test_publish_without_docker_keeps_the_build_and_says_why(tmp_path: Path) -> None:
     from dashboard.db import create_sync_sessions
     from dashboard.models import Base, Build, Endpoint
-    from dashboard.pipeline import Context, publish_image
+    from dashboard.worker.builds import publish_image
+    from dashboard.worker.context import Context
 
     settings = DashboardSettings(data_dir=tmp_path, docker_registry="ghcr.io/acme")
     sessions = create_sync_sessions(settings.url)

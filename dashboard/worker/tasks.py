@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take a row id and call `dashboard.pipeline`.
+"""Celery tasks: thin wrappers that take a row id and call the worker's jobs.
 
 They acknowledge late and are rejected back to the queue if their worker dies; provider outages
 are retried with exponential backoff; after the last retry the row is marked failed with the reason.
@@ -12,28 +12,16 @@ from typing import Any
 
 from celery import Task, shared_task  # type: ignore[import-untyped]
 
-from dashboard.celery_app import TASK_NAMES, DashboardCelery, send
 from dashboard.db import create_sync_sessions
-from dashboard.pipeline import (
-    Context,
-    TransientError,
-    claim_build,
-    claim_deployment,
-    fail_build,
-    fail_deployment,
-    keep_lease,
-    new_owner,
-    release_lease,
-    run_build,
-    run_deployment,
-    run_scale,
-)
-from dashboard.pipeline import (
-    sync_status as sync_all,
-)
 from dashboard.settings import DashboardSettings
+from dashboard.worker.builds import fail_build, run_build
+from dashboard.worker.celery_app import TASK_NAMES, DashboardCelery, send
+from dashboard.worker.context import Context, TransientError
+from dashboard.worker.leases import claim_build, claim_deployment, keep_lease, new_owner, release_lease
+from dashboard.worker.releases import fail_deployment, run_deployment, run_scale
+from dashboard.worker.sync import sync_status as sync_all
 
-logger = logging.getLogger("dashboard.tasks")
+logger = logging.getLogger("dashboard.worker.tasks")
 
 MAX_RETRIES = 6
 RELIABLE: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}

@@ -13,7 +13,7 @@ from celery import Celery  # type: ignore[import-untyped]
 
 from dashboard.settings import DashboardSettings
 
-TASK_NAMES = {
+TASK_NAMES = {  # names kept from before the split, so queued messages stay valid
     "build": "dashboard.tasks.build_endpoint",
     "deploy": "dashboard.tasks.deploy_endpoint",
     "rollback": "dashboard.tasks.rollback_endpoint",
@@ -60,7 +60,7 @@ def create_celery(settings: DashboardSettings) -> DashboardCelery:
     """A Celery app for `settings`, with the dashboard's tasks registered."""
     if settings.uses_embedded_broker:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = DashboardCelery("dashboard", include=["dashboard.tasks"])
+    app = DashboardCelery("dashboard", include=["dashboard.worker.tasks"])
     app.settings = settings
     app.conf.update(celery_config(settings))
     return app
