@@ -31,15 +31,19 @@ from dashboard.queries import (
 )
 from dashboard.releases import (
     SCALING_FIELDS,
+    DraftDiffersError,
     ReleaseConflictError,
     ScalingForm,
-    apply_scaling,
+    draft_changes,
     parse_scaling,
     queue_build,
     queue_deploy,
     queue_rollback,
+    queue_scaling,
     queue_undeploy,
+    queue_undeploy_all_then_delete,
     release_diff,
+    restored_by_rollback,
     set_build_image,
 )
 from dashboard.views.loading import load_endpoint
@@ -62,19 +66,27 @@ def _environment(name: str) -> str:
     return name
 
 
-async def _enqueue(action: str, row_id: int) -> None:
-    """Send the task; if the broker is down the row stays queued and the status sync resends it."""
+QUEUE_DOWN = (
+    "The task queue did not answer; the task stays queued and is sent again once the Celery "
+    "worker and its broker are back."
+)
+
+
+async def _enqueue(action: str, row_id: int, *, warn: bool = True) -> bool:
+    """Send the task; if the broker is down the row stays queued and the status sync resends it.
+
+    Returns False when the queue did not answer (with `warn`, the page says so in a flash message).
+    """
     try:
         await asyncio.to_thread(send, state().celery, action, row_id)
     except Exception:
         logger.exception(
             "enqueueing failed; the status sync will resend it", extra={"action": action, "id": row_id}
         )
-        await flash(
-            "The task queue did not answer; the task stays queued and is sent again once the Celery "
-            "worker and its broker are back.",
-            "warning",
-        )
+        if warn:
+            await flash(QUEUE_DOWN, "warning")
+        return False
+    return True
 
 
 async def environment_context(endpoint: Endpoint, environment: str) -> dict[str, Any]:
@@ -92,7 +104,20 @@ async def environment_context(endpoint: Endpoint, environment: str) -> dict[str,
         "running": running,
         "latest": latest,
         "history": history,
+        "changes_of": _history_changes(history),
+        "draft_changes": draft_changes(current, endpoint) if current is not None else {},
+        "restored": current is not None and restored_by_rollback(current),
         "example_path": _example_path(current),
+    }
+
+
+def _history_changes(history: list[Deployment]) -> dict[int, dict[str, list[Any]]]:
+    """Row id -> what it changed against the row before it (shown for scaling entries)."""
+    older: list[Deployment | None] = [*history[1:], None]
+    return {
+        row.id: release_diff(previous, row)
+        for row, previous in zip(history, older, strict=True)
+        if previous is not None and row.action == "scale"
     }
 
 
@@ -221,12 +246,21 @@ async def environment_status(endpoint_id: int, environment: str) -> Response:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/deploy")
 async def deploy(endpoint_id: int, environment: str) -> Response:
-    """Queue a deployment of the newest build with the current config."""
+    """Queue a deployment of the newest build with the current config.
+
+    After a rollback whose config differs from the draft, it answers 409 with the diff and asks to
+    confirm (`confirm_draft=yes`) before bringing the draft back.
+    """
     endpoint = await load_endpoint(endpoint_id)
     provider = state().settings.provider_of(_environment(environment))
+    confirm = (await request.form).get("confirm_draft") == "yes"
     try:
         async with transaction() as db:
-            row = await queue_deploy(db, current_user(), endpoint, environment, provider)
+            row = await queue_deploy(
+                db, current_user(), endpoint, environment, provider, confirm_draft=confirm
+            )
+    except DraftDiffersError as error:
+        return await _confirm_draft(endpoint, environment, error)
     except ReleaseConflictError as error:
         raise _conflict(error) from None
     await _enqueue("deploy", row.id)
@@ -234,6 +268,13 @@ async def deploy(endpoint_id: int, environment: str) -> Response:
         "deployment queued", extra={"endpoint": endpoint.name, "deployment": row.id, "env": environment}
     )
     return _page_or(await _panel(endpoint, environment, 200), endpoint, f"env-{environment}")
+
+
+async def _confirm_draft(endpoint: Endpoint, environment: str, error: DraftDiffersError) -> Response:
+    context = await environment_context(endpoint, environment)
+    template = "deployments/_environment.html" if htmx.is_htmx() else "deployments/confirm_deploy.html"
+    body = await render_template(template, **context, env=context, confirm_draft=error)
+    return Response(body, status=409)
 
 
 @blueprint.post("/deployments/<int:deployment_id>/rollback")
@@ -332,9 +373,35 @@ async def reveal_key(endpoint_id: int, environment: str) -> str:
 # -- scaling ----------------------------------------------------------------------------------------------
 
 
+@blueprint.post("/endpoints/<int:endpoint_id>/undeploy-all-then-delete")
+async def undeploy_all_then_delete(endpoint_id: int) -> Response:
+    """Undeploy every environment; the worker deletes the config once all are confirmed gone."""
+    endpoint = await load_endpoint(endpoint_id)
+    if (await request.form).get("confirm") != "yes":
+        raise BadRequest("confirm on the delete page first")
+    try:
+        async with transaction() as db:
+            rows = await queue_undeploy_all_then_delete(db, current_user(), endpoint)
+    except ReleaseConflictError as error:
+        raise _conflict(error) from None
+    for row in rows:
+        await _enqueue("undeploy", row.id)
+    logger.info("undeploy all, then delete", extra={"endpoint": endpoint.name, "environments": len(rows)})
+    await flash(
+        f"Undeploying {endpoint.name} everywhere; its configuration is deleted once every provider "
+        "endpoint is confirmed gone.",
+        "success",
+    )
+    location = f"/endpoints/{endpoint.id}"
+    return htmx.redirect(location) if htmx.is_htmx() else redirect(location, 303)  # type: ignore[return-value]
+
+
 @blueprint.post("/endpoints/<int:endpoint_id>/scaling")
 async def scale(endpoint_id: int) -> Response:
-    """Validate and store scaling, then apply it to every live environment at once."""
+    """Validate and store scaling (the desired state), then queue it for every live environment.
+
+    If the task queue is down the change stays saved and the sync applies it once it is back.
+    """
     data = await request.form
     async with transaction() as db:
         endpoint = await get_endpoint(db, endpoint_id)
@@ -350,15 +417,17 @@ async def scale(endpoint_id: int) -> Response:
                 labels=FIELD_LABELS,
             )
             return Response(body, status=422)
-        changes = await apply_scaling(db, current_user(), endpoint, wanted)
-    if changes:
-        await _enqueue("scale", endpoint.id)
-        logger.info("scaling changed", extra={"endpoint": endpoint.name, "fields": sorted(changes)})
+        plan = await queue_scaling(db, current_user(), endpoint, wanted, list(state().settings.environments))
+    sent = [await _enqueue("scale", row.id, warn=False) for row in plan.rows]
+    if plan.changes:
+        logger.info("scaling changed", extra={"endpoint": endpoint.name, "fields": sorted(plan.changes)})
     body = await render_template(
         "deployments/_scaling.html",
         endpoint=endpoint,
         scaling=ScalingForm.of(endpoint),
-        scaling_saved=bool(changes),
+        scaling_saved=bool(plan.changes),
+        queue_down=not all(sent),
+        busy=plan.busy,
         labels=FIELD_LABELS,
     )
     if not htmx.is_htmx():

@@ -15,6 +15,7 @@ from dashboard.discovery import DiscoveredResource, DiscoveryError
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
 from dashboard.operations import (
+    LiveDeploymentsError,
     NameTakenError,
     VersionConflictError,
     create_endpoint,
@@ -27,6 +28,7 @@ from dashboard.queries import (
     get_endpoint,
     list_audit_events,
     list_endpoints,
+    live_deployments,
 )
 from dashboard.tryit import HTTP_METHODS, TryItError, TryItRequest, send
 from dashboard.views.deployments import deploy_context
@@ -301,23 +303,29 @@ async def try_send(endpoint_id: int) -> Response:
 
 @blueprint.get("/<int:endpoint_id>/delete")
 async def confirm_delete(endpoint_id: int) -> str:
-    """Ask before deleting."""
+    """Ask before deleting; with live deployments, list them and offer "undeploy all, then delete"."""
     endpoint = await load_endpoint(endpoint_id)
-    return await render_template("endpoints/delete.html", endpoint=endpoint)
+    async with transaction() as db:
+        live = await live_deployments(db, endpoint.id)
+    return await render_template("endpoints/delete.html", endpoint=endpoint, live=live, refused=False)
 
 
 @blueprint.post("/<int:endpoint_id>/delete")
 async def delete(endpoint_id: int) -> Response:
-    """Delete after confirmation (the form sends `confirm=yes`)."""
+    """Delete after confirmation (`confirm=yes`); 409 with the list while it is deployed anywhere."""
     form = await request.form
     if form.get("confirm") != "yes":
         raise BadRequest("confirm the deletion on the confirmation page first")
-    async with transaction() as db:
-        endpoint = await get_endpoint(db, endpoint_id)
-        if endpoint is None:
-            raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-        name = endpoint.name
-        await delete_endpoint(db, current_user(), endpoint)
+    endpoint = await load_endpoint(endpoint_id)
+    name = endpoint.name
+    try:
+        async with transaction() as db:
+            await delete_endpoint(db, current_user(), endpoint)
+    except LiveDeploymentsError as error:
+        body = await render_template(
+            "endpoints/delete.html", endpoint=endpoint, live=error.live, refused=True
+        )
+        return Response(body, status=409)
     logger.info("endpoint deleted", extra={"endpoint": name, "by": current_user().username})
     await flash(f"Deleted endpoint {name}.", "success")
     return _after_save("/endpoints")
