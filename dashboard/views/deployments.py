@@ -45,8 +45,8 @@ from dashboard.releases import (
     set_build_image,
 )
 from dashboard.views.loading import load_endpoint
-from podroute.deploy import DeployError
-from podroute.runpod import image_instructions
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.config import image_instructions
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("deployments", __name__)
