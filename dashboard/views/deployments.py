@@ -49,8 +49,8 @@ from dashboard.releases import (
 from dashboard.views.loading import load_endpoint
 from dashboard.worker.builds import build_result
 from dashboard.worker.celery_app import send
-from podroute.deploy import DeployError
-from podroute.runpod import image_instructions
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.config import image_instructions
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("deployments", __name__)

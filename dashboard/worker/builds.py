@@ -19,7 +19,7 @@ from dashboard.images import ImageError, build_and_push, docker_unavailable
 from dashboard.models import Build, Endpoint
 from dashboard.worker.context import Context, append_log, note
 from podroute.build import MANIFEST_NAME, BuildResult
-from podroute.deploy import DeployError
+from podroute.providers.base import DeployError
 
 BUILD_TIMEOUT_S = 600
 _SECRET_ENV = ("RUNPOD_API_KEY", "REDIS_URL", "CELERY_BROKER_URL", "PODROUTE_RUNTIME_TOKEN")
@@ -58,7 +58,9 @@ def run_build(context: Context, build_id: int) -> None:
         )
     project = context.settings.project_dir.resolve()
     note(context, Build, build_id, f"building service {endpoint.service} of {project}")
-    command = [sys.executable, "-m", "podroute", "build", endpoint.service, "--project", str(project)]
+    command = [
+        sys.executable, "-m", "podroute", "build", endpoint.service, "--project", str(project), "--json"
+    ]  # fmt: skip
     env = {k: v for k, v in child_environment(project).items() if k not in _SECRET_ENV}
     process = subprocess.Popen(
         command, cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -83,9 +85,16 @@ def run_build(context: Context, build_id: int) -> None:
         return _finish_build(
             context, build_id, error=f"`podroute build` failed (exit {process.returncode}); see the log"
         )
-    prefix = f"{endpoint.service}/{endpoint.resource}: "
-    line = next((item for item in output.splitlines() if item.startswith(prefix)), None)
-    if line is None:
+    try:
+        records = json.loads(output)["builds"]
+    except (ValueError, KeyError, TypeError):
+        return _finish_build(
+            context, build_id, error="`podroute build --json` printed no build list; see the log"
+        )
+    found = next(
+        (r for r in records if (r["service"], r["resource"]) == (endpoint.service, endpoint.resource)), None
+    )
+    if found is None:
         return _finish_build(
             context,
             build_id,
@@ -94,8 +103,10 @@ def run_build(context: Context, build_id: int) -> None:
                 "check 'Resource in code' on the edit form"
             ),
         )
-    directory = Path(line.split("  ", 1)[1].strip()).parent
+    directory = Path(found["directory"])
     manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    origin = "cached" if found["cached"] else "built"
+    line = f"{endpoint.service}/{endpoint.resource}: {origin} {found['sha256'][:12]}  {found['artifact']}"
     _finish_build(context, build_id, directory=directory, manifest=manifest, line=line)
     if context.settings.docker_registry:
         publish_image(context, build_id)

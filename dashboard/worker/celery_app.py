@@ -20,6 +20,7 @@ TASK_NAMES = {  # names kept from before the split, so queued messages stay vali
     "undeploy": "dashboard.tasks.undeploy_endpoint",
     "scale": "dashboard.tasks.scale_endpoint",
     "sync": "dashboard.tasks.sync_status",
+    "orphan": "dashboard.tasks.delete_orphan",
 }
 """Task names by what they do (the web side sends tasks by name; it never imports the worker code)."""
 

@@ -1,29 +1,26 @@
-"""Releases: deploy, roll back, scale and undeploy one endpoint in one environment.
+"""Releases: deploy, roll back, scale, apply, adopt and undeploy one endpoint in one environment.
 
 Every function takes a row id and re-reads the row; the row is the whole state of the operation.
-Each step is safe to repeat: uploads are keyed by hash, an endpoint is created only when the row
-has none (endpoints left by a crashed attempt are found by name and deleted first), updates and
-scaling set absolute values. So a redelivered task resumes and finishes the same deployment once.
+The work itself is the library's (`podroute.deploy.rollout`): the same engine the CLI uses, with
+its one naming rule and one undo rule, so a retried or redelivered task resumes on the same
+provider endpoint and finishes the same deployment once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dashboard.models import Build, Deployment, Endpoint, utc_now
-from dashboard.providers import DeployTarget, is_not_found, is_transient
+from dashboard.configs import desired_config
+from dashboard.models import SETTLED_STATUSES, Build, Deployment, Endpoint, utc_now
 from dashboard.worker.builds import build_result
-from dashboard.worker.context import Context, TransientError, append_log, note
-from podroute.build import BuildResult
-from podroute.deploy import DeployError, EndpointInfo, wait_until_healthy
-from podroute.runpod import SCALING_FIELDS as RUNPOD_SCALING_FIELDS
-from podroute.runpod import RunPodProvider
-
-SCALING_KEYS = ("workersMin", "workersMax", "idleTimeout", "scalerValue", "executionTimeoutMs")
-"""The config fields a provider's `scale` takes."""
+from dashboard.worker.context import Context, TransientError, append_log, is_transient, note
+from podroute.deploy.model import SCALING_FIELDS, ActualEndpoint
+from podroute.deploy.rollout import apply_scaling, find_endpoint, roll_back, roll_out, undeploy
+from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65, "ready": 100}
 
@@ -31,13 +28,13 @@ _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65,
 def current_release(
     session: Session, endpoint_id: int, environment: str, before: int | None = None
 ) -> Deployment | None:
-    """The deployment serving an environment now: the newest ready or deleted (undeploy) row, if ready."""
+    """The deployment serving an environment now: the newest settled row, if it is ready."""
     query = (
         select(Deployment)
         .where(
             Deployment.endpoint_id == endpoint_id,
             Deployment.environment == environment,
-            Deployment.status.in_(("ready", "deleted")),
+            Deployment.status.in_(SETTLED_STATUSES),
         )
         .order_by(Deployment.id.desc())
         .limit(1)
@@ -48,44 +45,24 @@ def current_release(
     return row if row is not None and row.status == "ready" else None
 
 
-def live_deployments(session: Session, endpoint_id: int | None = None) -> list[Deployment]:
-    """The current release of every (endpoint, environment) that has one."""
-    query = select(Deployment.endpoint_id, Deployment.environment).distinct()
-    if endpoint_id is not None:
-        query = query.where(Deployment.endpoint_id == endpoint_id)
-    pairs = session.execute(query).all()
-    found = (current_release(session, pair[0], pair[1]) for pair in pairs)
-    return [row for row in found if row is not None]
-
-
-def summarize(status: dict[str, Any]) -> dict[str, Any]:
-    """What the dashboard keeps of a provider's status: workers by state, scaling, recent decisions."""
-    workers = status.get("workers", [])
-    counts: dict[str, int] = dict(status.get("counts") or {})
-    if not counts:
-        for worker in workers:
-            counts[worker.get("state", "?")] = counts.get(worker.get("state", "?"), 0) + 1
+def summarize(endpoint: ActualEndpoint) -> dict[str, Any]:
+    """What the dashboard keeps of an endpoint's actual state: workers by state, scaling, decisions."""
+    details = endpoint.details
+    counts = dict(endpoint.workers)
     return {
         "counts": counts,
         "workers": [
             {"id": str(w.get("id", "")), "state": str(w.get("state", "")), "inflight": w.get("inflight", 0)}
-            for w in workers
+            for w in details.get("workers", [])
         ],
-        "inflight": status.get("inflight", 0),
-        "waiting": status.get("waiting", 0),
-        "desired": status.get("desired"),
-        "scaling": status.get("scaling", {}),
-        "decisions": [str(d) for d in status.get("decisions", [])[-5:]],
+        "inflight": details.get("inflight", 0),
+        "scaling": {k: v for k, v in endpoint.serving.items() if k in SCALING_FIELDS},
+        "decisions": [str(d) for d in details.get("decisions", [])[-5:]],
     }
 
 
-def endpoint_name(endpoint: Endpoint, environment: str) -> str:
-    """The provider-side name of an endpoint in an environment (what orphans are found by)."""
-    return f"podroute-{endpoint.name}-{environment}"[:63]
-
-
 class _Run:
-    """One run of a deploy, rollback or undeploy: the row id, its provider, its log."""
+    """One run of an operation: the row id, its log, its progress."""
 
     def __init__(self, context: Context, deployment_id: int) -> None:
         self.context = context
@@ -121,11 +98,10 @@ class _Run:
             row.updated_at = utc_now()
 
     def finish(self, status: str, line: str, error: str = "", **values: Any) -> None:
-        now = utc_now()
         with self.context.sessions.begin() as session:
             row = session.get(Deployment, self.id)
             assert row is not None
-            row.status, row.error, row.finished_at = status, error, now
+            row.status, row.error, row.finished_at = status, error, utc_now()
             row.step = "done" if status in ("ready", "deleted") else "failed"
             row.progress = 100
             row.lease_until, row.lease_owner = None, ""
@@ -133,145 +109,161 @@ class _Run:
                 setattr(row, name, value)
             append_log(row, line)
 
-
-def _scaling(config: dict[str, Any], provider: DeployTarget) -> dict[str, int]:
-    """The scaling fields of a config snapshot that `provider.scale` takes."""
-    keys = RUNPOD_SCALING_FIELDS if isinstance(provider, RunPodProvider) else SCALING_KEYS
-    fields = config.get("fields", {})
-    return {key: int(fields[key]) for key in keys if key in fields}
-
-
-def _release(
-    run: _Run,
-    provider: DeployTarget,
-    row: Deployment,
-    endpoint: Endpoint,
-    build: BuildResult,
-    previous: Deployment | None,
-) -> tuple[EndpointInfo, bool]:
-    """Create or update the provider's endpoint; returns it and whether it is new."""
-    env = dict(row.config.get("env", {}))
-    if previous is not None:
-        if not row.external_id:
-            run.save(external_id=previous.external_id, api_key=previous.api_key, url=previous.url)
-        run.step("release", f"rolling endpoint {previous.external_id} over to build {build.sha256[:12]}")
-        return provider.update(previous.external_id, build=build, env=env), False
-    if row.external_id:
-        run.step("release", f"endpoint {row.external_id} was created by an earlier attempt; resuming")
-        return provider.status(row.external_id), True
-    name = endpoint_name(endpoint, row.environment)
-    for orphan in provider.find(name):
-        run.log(f"deleting endpoint {orphan.id}, left by an attempt that stopped before recording it")
-        provider.delete(orphan.id)
-    run.step("release", f"creating endpoint {name}")
-    info = provider.create(build, name, env)
-    # RunPod endpoints take the account's RUNPOD_API_KEY: it is configuration, never stored on a row.
-    api_key = "" if isinstance(provider, RunPodProvider) else info.api_key or ""
-    run.save(external_id=info.id, api_key=api_key, url=info.url)
-    run.log(f"created endpoint {info.id} at {info.url}")
-    return info, True
+    def ready(self, endpoint: ActualEndpoint, line: str) -> None:
+        release = endpoint.release.number if endpoint.release else None
+        build = endpoint.release.build if endpoint.release else ""
+        self.finish(
+            "ready",
+            line,
+            external_id=endpoint.id,
+            url=endpoint.url,
+            release=release,
+            build_hash=build or self.load()[0].build_hash,
+            observed=summarize(endpoint),
+            synced_at=utc_now(),
+        )
 
 
-def _undo(
-    provider: DeployTarget,
-    row: Deployment,
-    previous: Deployment | None,
-    previous_build: Build | None,
-    created: bool,
-) -> str:
-    """Leave the environment as it was before this run; returns what was done, for the error."""
-    try:
-        if created and row.external_id:
-            provider.delete(row.external_id)
-            return "the new endpoint was deleted; nothing is left running"
-        if previous is not None and previous_build is not None:
-            env = dict(previous.config.get("env", {}))
-            provider.update(previous.external_id, build=build_result(previous_build), env=env)
-            provider.scale(previous.external_id, _scaling(previous.config, provider))
-            return f"rolled back: deployment #{previous.id} keeps serving"
-    except DeployError as error:
-        return f"undoing it failed too ({error}); check the endpoint on the provider"
-    return "nothing was changed"
+def _images(build: Build | None) -> dict[str, str]:
+    return {build.artifact_hash: build.image} if build is not None and build.image else {}
 
 
 def run_deployment(context: Context, deployment_id: int) -> None:
-    """Deploy or roll back (the row's `action`); raises TransientError when the provider is down."""
+    """Run the row's operation (its `action`); raises TransientError when the provider is down."""
     run = _Run(context, deployment_id)
     row, endpoint, build_row, previous = run.load()
-    if row.action == "undeploy":
-        return run_undeploy(context, deployment_id)
+    operations = {"undeploy": _undeploy, "scale": _scale, "apply": _apply, "adopt": _adopt}
     if row.action == "rollback" and previous is None:
         return run.finish(
             "failed", "nothing to roll back", f"nothing is deployed in {row.environment}; deploy first"
         )
+    try:
+        with context.providers(context.settings, row.environment, _images(build_row)) as provider:
+            if row.action in operations:
+                return operations[row.action](run, provider, row)
+            if row.action == "rollback" and row.release is not None:
+                return _roll_back(run, provider, row)
+            return _deploy(run, provider, row, endpoint, build_row, previous)
+    except DeployError as error:
+        if is_transient(error):
+            raise TransientError(str(error)) from error
+        failed = "undeploy" if row.action == "undeploy" else row.action
+        return run.finish("failed", f"{failed} failed: {error}", str(error))
+
+
+def _deploy(
+    run: _Run,
+    provider: Provider,
+    row: Deployment,
+    endpoint: Endpoint,
+    build_row: Build | None,
+    previous: Deployment | None,
+) -> None:
+    """A new release (or a rollback of a row without a release number: its build again)."""
     if build_row is None or build_row.status != "succeeded":
         return run.finish(
             "failed", "no build", "the build of this deployment is missing or failed; build again"
         )
-    with context.sessions() as session:
-        previous_build = session.get(Build, previous.build_id) if previous and previous.build_id else None
-    images = {b.artifact_hash: b.image for b in (build_row, previous_build) if b is not None and b.image}
-    try:
-        provider = context.providers(context.settings, row.environment, images)
-    except DeployError as error:
-        return run.finish("failed", f"failed: {error}", str(error))
-    created = False
-    try:
-        build = build_result(build_row)
-        run.step(
-            "upload", f"uploading build {build.sha256[:12]} ({row.action} #{row.id}, attempt {row.attempts})"
-        )
-        provider.upload(build)
-        info, created = _release(run, provider, row, endpoint, build, previous)
-        row = run.load()[0]
-        scaling = _scaling(row.config, provider)
-        run.step("scale", "scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
-        info = provider.scale(info.id, scaling)
-        run.step("wait", "waiting for a ready worker and /ping 200 through the gateway")
-        timeout_s = context.settings.deploy_timeout_s
-        if isinstance(provider, RunPodProvider):  # authenticates /ping with the account key itself
-            info = provider.wait_until_ready(info, timeout_s, run.log)
+    context = run.context
+    target = context.target(endpoint, row.environment)
+    build = build_result(build_row)
+    config = desired_config(row.config, build.manifest.get("resource", {}))
+    run.step(
+        "upload", f"{row.action} #{row.id}, attempt {row.attempts}: build {build.sha256[:12]} to {target.key}"
+    )
+    if row.external_id:
+        run.log(f"endpoint {row.external_id} was created or updated by an earlier attempt; resuming")
+
+    def progress(line: str) -> None:
+        if "waiting for /ping" in line:
+            found = find_endpoint(provider, target)
+            run.save(external_id=found.id if found else row.external_id, url=found.url if found else row.url)
+            run.step("wait", line)
+        elif "creating endpoint" in line or "rolling endpoint" in line:
+            run.step("release", line)
         else:
-            info = wait_until_healthy(provider, info, row.api_key, timeout_s, run.log)
+            run.log(line)
+
+    try:
+        result = roll_out(
+            provider,
+            target,
+            build,
+            config,
+            deployed_by=f"dashboard:{row.created_by}",
+            progress=progress,
+            timeout_s=context.settings.deploy_timeout_s,
+        )
     except DeployError as error:
         if is_transient(error):
-            raise TransientError(str(error)) from error
-        undone = _undo(provider, run.load()[0], previous, previous_build, created)
-        return run.finish("failed", f"failed: {error}", f"{error}; {undone}")
-    run.finish(
-        "ready", f"ready at {info.url}", url=info.url, observed=summarize(info.status), synced_at=utc_now()
-    )
+            raise
+        undone = _undo_resumed(provider, run, previous)
+        return run.finish("failed", f"failed: {error}", f"{error}{undone}")
+    run.ready(result.endpoint, f"ready at {result.endpoint.url} (release {result.release})")
 
 
-def run_undeploy(context: Context, deployment_id: int) -> None:
-    """Delete the environment's endpoint and check the provider no longer has it."""
-    run = _Run(context, deployment_id)
+def _undo_resumed(provider: Provider, run: _Run, previous: Deployment | None) -> str:
+    """The library undoes what its own call made; an endpoint an earlier, killed attempt of this
+    row created (nothing served the environment before) is deleted here, so nothing is left."""
     row = run.load()[0]
+    if previous is not None or not row.external_id:
+        return ""
+    try:
+        undeploy(provider, row.external_id)
+    except DeployError as error:
+        return f"; deleting endpoint {row.external_id} failed too ({error})"
+    return f"; endpoint {row.external_id} (made by an earlier attempt) was deleted"
+
+
+def _wait(run: _Run, provider: Provider, endpoint: ActualEndpoint) -> ActualEndpoint:
+    run.step("wait", "waiting for a ready worker and /ping 200 through the gateway")
+    return provider.wait_until_ready(endpoint, run.context.settings.deploy_timeout_s, run.log)
+
+
+def _roll_back(run: _Run, provider: Provider, row: Deployment) -> None:
+    """Serve the release `row.release` again, with the config it ran with (the provider keeps it)."""
+    run.step("release", f"rolling endpoint {row.external_id} back to release {row.release}")
+    endpoint = roll_back(provider, row.external_id, row.release)
+    run.ready(_wait(run, provider, endpoint), f"ready at {endpoint.url} (rollback to #{row.rollback_of_id})")
+
+
+def _scaling(row: Deployment, provider: Provider) -> dict[str, int]:
+    fields = row.config.get("fields", {})
+    return {key: int(fields[key]) for key in provider.scaling_fields if key in fields}
+
+
+def _scale(run: _Run, provider: Provider, row: Deployment) -> None:
+    """Apply the row's scaling at once and record it as the endpoint's desired override."""
+    scaling = _scaling(row, provider)
+    run.step("scale", "scaling: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
+    try:
+        endpoint = apply_scaling(provider, row.external_id, scaling)
+    except EndpointNotFoundError:
+        return run.finish("failed", "gone", f"endpoint {row.external_id} no longer exists; deploy again")
+    run.ready(endpoint, "scaled: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
+
+
+def _apply(run: _Run, provider: Provider, row: Deployment) -> None:
+    """ "Apply stored config": serve the row's config again. Drift outside the scaling fields (env,
+    build) needs its release back first; then the stored scaling is applied and recorded."""
+    drifted = [f["name"] for f in row.observed.get("drift", [])]
+    if any(name not in provider.scaling_fields for name in drifted) and row.release is not None:
+        run.step("release", f"serving release {row.release} again (drift in {', '.join(drifted)})")
+        roll_back(provider, row.external_id, row.release)
+    _scale(run, provider, row)
+
+
+def _adopt(run: _Run, provider: Provider, row: Deployment) -> None:
+    """ "Adopt serving config": the serving scaling becomes the desired one (recorded on the provider)."""
+    _scale(run, provider, row)
+
+
+def _undeploy(run: _Run, provider: Provider, row: Deployment) -> None:
+    """Delete the endpoint; the library returns only once the provider confirms it is gone."""
     if not row.external_id:
         return run.finish("deleted", "nothing was deployed; nothing to delete")
-    try:
-        provider = context.providers(context.settings, row.environment, None)
-        run.step("delete", f"deleting endpoint {row.external_id} (every worker stops)")
-        try:
-            provider.delete(row.external_id)
-        except DeployError as error:
-            if not is_not_found(error):
-                raise
-            run.log(f"endpoint {row.external_id} was already gone")
-        run.step("verify", "checking nothing is left")
-        try:
-            provider.status(row.external_id)
-        except DeployError as error:
-            if not is_not_found(error):
-                raise
-        else:
-            return run.finish(
-                "failed", "still there", f"endpoint {row.external_id} still exists; undeploy again"
-            )
-    except DeployError as error:
-        if is_transient(error):
-            raise TransientError(str(error)) from error
-        return run.finish("failed", f"failed: {error}", str(error))
+    run.step("delete", f"deleting endpoint {row.external_id} (every worker stops)")
+    undeploy(provider, row.external_id)
     run.finish("deleted", f"endpoint {row.external_id} deleted; nothing is running", observed={})
 
 
@@ -280,30 +272,6 @@ def fail_deployment(context: Context, deployment_id: int, message: str) -> None:
     _Run(context, deployment_id).finish("failed", f"failed: {message}", message)
 
 
-def run_scale(context: Context, endpoint_id: int) -> None:
-    """Apply the endpoint's stored scaling to each environment it is live in."""
-    with context.sessions() as session:
-        endpoint = session.get(Endpoint, endpoint_id)
-        if endpoint is None:
-            return
-        scaling = {
-            "workersMin": endpoint.workers_min,
-            "workersMax": endpoint.workers_max,
-            "idleTimeout": endpoint.idle_timeout,
-            "scalerValue": endpoint.scaler_value,
-        }
-        live = live_deployments(session, endpoint_id)
-    for row in live:
-        try:
-            info = context.providers(context.settings, row.environment, None).scale(row.external_id, scaling)
-        except DeployError as error:
-            if is_transient(error):
-                raise TransientError(str(error)) from error
-            note(context, Deployment, row.id, f"scaling failed: {error}")
-            continue
-        with context.sessions.begin() as session:
-            stored = session.get(Deployment, row.id)
-            if stored is not None:
-                stored.config = {**stored.config, "fields": {**stored.config.get("fields", {}), **scaling}}
-                stored.observed, stored.synced_at = summarize(info.status), utc_now()
-                append_log(stored, "scaled: " + ", ".join(f"{k}={v}" for k, v in scaling.items()))
+def scaling_of(fields: Mapping[str, Any]) -> dict[str, int]:
+    """The scaling fields of a snapshot's fields."""
+    return {key: int(fields[key]) for key in SCALING_FIELDS if key in fields}
