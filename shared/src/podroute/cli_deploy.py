@@ -80,6 +80,7 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "delete", help="delete every endpoint of the environment, then the environment"
     )
     delete.add_argument("env")
+    delete.set_defaults(services=[])
     key = actions.add_parser("key", help="print an endpoint's API key (read from the provider)")
     key.add_argument("env")
     key.add_argument("endpoint", help="service/resource, resource name or endpoint id")
