@@ -26,7 +26,7 @@ from datetime import timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, delete, or_, select, text, update
+from sqlalchemy import Engine, create_engine, delete, func, or_, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from dashboard.configs import snapshot_from_release, snapshot_values
@@ -94,6 +94,8 @@ class _Snapshot:
     busy: set[tuple[int, str]]
     endpoints: list[Endpoint]
     orphans: list[OrphanEndpoint]
+    newest_id: int
+    """The newest deployment id when read: rows made after it mean an operation started since."""
 
 
 def sync_status(context: Context, enqueue: Enqueue) -> SyncReport:
@@ -130,7 +132,8 @@ def _read(context: Context) -> _Snapshot:
         }
         endpoints = list(session.scalars(select(Endpoint)))
         orphans = list(session.scalars(select(OrphanEndpoint)))
-    return _Snapshot(serving, busy, endpoints, orphans)
+        newest_id = session.scalar(select(func.max(Deployment.id))) or 0
+    return _Snapshot(serving, busy, endpoints, orphans, newest_id)
 
 
 def _list_endpoints(context: Context, report: SyncReport) -> dict[str, list[ActualEndpoint]]:
@@ -171,7 +174,11 @@ def _reconcile_all(
     seen_orphans: set[tuple[str, str]] = set()
     now = utc_now()
     for environment, listing in listings.items():
-        rows = [row for row in snapshot.serving if row.environment == environment]
+        rows = [
+            row
+            for row in snapshot.serving
+            if row.environment == environment and (row.endpoint_id, environment) not in snapshot.busy
+        ]
         result = reconcile(context.project, environment, _records(context, rows, by_id), listing)
         actual = {endpoint.id: endpoint for endpoint in listing}
         updates += _row_updates(rows, actual, result, report, now)
@@ -199,11 +206,25 @@ def _reconcile_all(
     if not (updates or new_rows or new_orphans or gone):
         return
     with context.sessions.begin() as session:
+        started = set(
+            session.execute(
+                select(Deployment.endpoint_id, Deployment.environment).where(
+                    Deployment.id > snapshot.newest_id
+                )
+            ).tuples()
+        )
+        if started:  # an operation began while the provider was listed: leave its rows to it
+            updates = [u for u in updates if (u["endpoint_id"], u["environment"]) not in started]
+            new_rows = [r for r in new_rows if (r.endpoint_id, r.environment) not in started]
         if updates:
-            session.execute(update(Deployment), updates)
+            session.execute(update(Deployment), [_without_keys(u) for u in updates])
         session.add_all([*new_rows, *new_orphans])
         if gone:
             session.execute(delete(OrphanEndpoint).where(OrphanEndpoint.id.in_(gone)))
+
+
+def _without_keys(values: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in values.items() if key not in ("endpoint_id", "environment")}
 
 
 def _row_updates(
@@ -220,7 +241,13 @@ def _row_updates(
         if endpoint is None:
             line = f"the provider no longer has endpoint {row.external_id}: marked missing"
             updates.append(
-                {"id": row.id, "status": "missing", "synced_at": now, "log": [*row.log, line][-200:]}
+                {
+                    "id": row.id,
+                    "status": "missing",
+                    "synced_at": now,
+                    "log": [*row.log, line][-200:],
+                    **_key(row),
+                }
             )
             report.missing.append(f"{row.environment}: {row.external_id}")
             continue
@@ -232,8 +259,12 @@ def _row_updates(
         if observed.get("drift") != row.observed.get("drift"):
             report.drift_changed += 1
         if observed != row.observed:
-            updates.append({"id": row.id, "observed": observed, "synced_at": now})
+            updates.append({"id": row.id, "observed": observed, "synced_at": now, **_key(row)})
     return updates
+
+
+def _key(row: Deployment) -> dict[str, Any]:
+    return {"endpoint_id": row.endpoint_id, "environment": row.environment}
 
 
 def _owner(target: Target | None, snapshot: _Snapshot, environment: str) -> Endpoint | None:

@@ -179,8 +179,8 @@ async def test_upgrading_an_existing_sqlite_database_never_reuses_a_deleted_id(
             [
                 endpoint.format(id=3, name="kept"),
                 endpoint.format(id=7, name="reuse-a"),
-                "INSERT INTO audit_events (at, username, action, target_type, target_id, target_name, changes) "
-                "VALUES ('2026-01-01', 'alice', 'create', 'endpoint', 7, 'reuse-a', '{}')",
+                "INSERT INTO audit_events (at, username, action, target_type, target_id, target_name, "
+                "changes) VALUES ('2026-01-01', 'alice', 'create', 'endpoint', 7, 'reuse-a', '{}')",
                 "DELETE FROM endpoints WHERE id = 7",
             ]
         ),

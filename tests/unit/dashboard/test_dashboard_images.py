@@ -17,9 +17,9 @@ from dashboard.images import (
     docker_plan,
     docker_unavailable,
 )
+from dashboard.settings import DashboardSettings
 from dashboard.worker.context import ProviderSetupError, is_transient
 from dashboard.worker.context import dashboard_provider as provider_for
-from dashboard.settings import DashboardSettings
 from podroute.build import BuildResult
 from podroute.providers.base import DeployError, ProviderUnavailableError
 from podroute.providers.local import LocalRuntimeProvider
