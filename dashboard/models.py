@@ -281,3 +281,8 @@ class OrphanEndpoint(Base):
     seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     delete_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     error: Mapped[str] = mapped_column(Text, default="")
+
+    def mark_deleting(self) -> None:
+        """Record that the user asked to delete it (the task checks this before deleting)."""
+        self.delete_requested_at = utc_now()
+        self.error = ""

@@ -18,6 +18,7 @@ from dashboard.models import (
     Deployment,
     Endpoint,
     LoginAttempt,
+    OrphanEndpoint,
     User,
     utc_now,
 )
@@ -308,3 +309,14 @@ async def deletion_event(session: AsyncSession, endpoint_id: int) -> AuditEvent 
         .order_by(AuditEvent.id.desc())
         .limit(1)
     )
+
+
+async def list_orphans(session: AsyncSession) -> list[OrphanEndpoint]:
+    """The orphans the last sync found, by environment and endpoint id."""
+    query = select(OrphanEndpoint).order_by(OrphanEndpoint.environment, OrphanEndpoint.external_id)
+    return list(await session.scalars(query))
+
+
+async def get_orphan(session: AsyncSession, orphan_id: int) -> OrphanEndpoint | None:
+    """The orphan with this id, or None."""
+    return await session.get(OrphanEndpoint, orphan_id)

@@ -1,16 +1,16 @@
-"""The dashboard's blueprints: auth, endpoints, deployments, import from code, audit log, assets."""
+"""The dashboard's blueprints: auth, endpoints, deployments, import from code, audit log, orphans, assets."""
 
 from __future__ import annotations
 
 from quart import Quart, Response, redirect, send_file
 from werkzeug.exceptions import NotFound
 
-from dashboard.views import audit, auth, deployments, endpoints, imports
+from dashboard.views import audit, auth, deployments, endpoints, imports, orphans
 
 
 def register_blueprints(app: Quart) -> None:
     """Attach every blueprint, the vendored-asset route, `/` and `/healthz` to the app."""
-    for module in (auth, endpoints, deployments, imports, audit):
+    for module in (auth, endpoints, deployments, imports, audit, orphans):
         app.register_blueprint(module.blueprint)
 
     async def vendor(filename: str) -> Response:

@@ -36,6 +36,8 @@ from dashboard.releases import (
     ScalingForm,
     draft_changes,
     parse_scaling,
+    queue_adopt_serving,
+    queue_apply_stored,
     queue_build,
     queue_deploy,
     queue_rollback,
@@ -113,11 +115,10 @@ async def environment_context(endpoint: Endpoint, environment: str) -> dict[str,
 
 def _history_changes(history: list[Deployment]) -> dict[int, dict[str, list[Any]]]:
     """Row id -> what it changed against the row before it (shown for scaling entries)."""
-    older: list[Deployment | None] = [*history[1:], None]
     return {
-        row.id: release_diff(previous, row)
-        for row, previous in zip(history, older, strict=True)
-        if previous is not None and row.action == "scale"
+        row.id: release_diff(history[index + 1], row)
+        for index, row in enumerate(history[:-1])
+        if row.action == "scale"
     }
 
 
@@ -371,6 +372,26 @@ async def reveal_key(endpoint_id: int, environment: str) -> str:
 
 
 # -- scaling ----------------------------------------------------------------------------------------------
+
+
+@blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/drift/<choice>")
+async def end_drift(endpoint_id: int, environment: str, choice: str) -> Response:
+    """End a drift: `apply` serves the stored config again, `adopt` stores the serving one."""
+    endpoint = await load_endpoint(endpoint_id)
+    _environment(environment)
+    queue = {"apply": queue_apply_stored, "adopt": queue_adopt_serving}.get(choice)
+    if queue is None:
+        raise NotFound("a drift ends with 'apply' (the stored config) or 'adopt' (the serving one)")
+    try:
+        async with transaction() as db:
+            row = await queue(db, current_user(), endpoint, environment)
+    except ReleaseConflictError as error:
+        raise _conflict(error) from None
+    await _enqueue("scale", row.id)
+    logger.info(
+        "drift action queued", extra={"endpoint": endpoint.name, "env": environment, "choice": choice}
+    )
+    return _page_or(await _panel(endpoint, environment, 200), endpoint, f"env-{environment}")
 
 
 @blueprint.post("/endpoints/<int:endpoint_id>/undeploy-all-then-delete")

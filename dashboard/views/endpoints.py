@@ -10,7 +10,7 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
-from dashboard.configs import FIELD_LABELS, masked_env
+from dashboard.configs import FIELD_LABELS, config_sources, masked_env
 from dashboard.discovery import DiscoveredResource, DiscoveryError
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
@@ -224,6 +224,7 @@ async def _detail_context(endpoint: Endpoint, route_index: int = 0) -> dict[str,
         "status": status,
         "code": code,
         "code_error": code_error,
+        "sources": config_sources(endpoint, code.config if code is not None else None),
         "events": events,
         "labels": FIELD_LABELS,
         "try": _try_defaults(endpoint, code, route_index),
