@@ -207,8 +207,9 @@ def config_sources(endpoint: Endpoint, declared: dict[str, Any] | None) -> dict[
 def snapshot_from_release(endpoint: Endpoint, config: dict[str, Any]) -> dict[str, Any]:
     """A snapshot for a release another tool made (the CLI): the values its release recorded, on
     the config's identity fields. Env values are not in releases: keys only, shown masked."""
-    fields = {key: endpoint_value for key, endpoint_value in state_of(endpoint).fields.items()
-              if key in _NOT_RESOURCE_FIELDS}  # fmt: skip
+    fields: dict[str, Any] = {
+        "service": endpoint.service, "resource": endpoint.resource, "compute": endpoint.compute
+    }  # fmt: skip
     fields.update({key: value for key, value in config.items() if key not in ("env", "env_keys", "name")})
     keys = sorted(config.get("env_keys", config.get("env", {})))
     return {"fields": fields, "env": dict.fromkeys(keys, SECRET_MASK), "secrets": keys}

@@ -286,3 +286,14 @@ class OrphanEndpoint(Base):
         """Record that the user asked to delete it (the task checks this before deleting)."""
         self.delete_requested_at = utc_now()
         self.error = ""
+
+
+class SyncLock(Base):
+    """One row: which sync run holds the right to reconcile until when (runs never overlap, so two
+    cycles cannot both record the same CLI deploy). Claimed with an atomic UPDATE, like leases."""
+
+    __tablename__ = "sync_lock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

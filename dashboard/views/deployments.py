@@ -384,7 +384,10 @@ async def end_drift(endpoint_id: int, environment: str, choice: str) -> Response
         raise NotFound("a drift ends with 'apply' (the stored config) or 'adopt' (the serving one)")
     try:
         async with transaction() as db:
-            row = await queue(db, current_user(), endpoint, environment)
+            stored = await get_endpoint(db, endpoint.id)  # adopting changes the stored scaling
+            if stored is None:
+                raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
+            row = await queue(db, current_user(), stored, environment)
     except ReleaseConflictError as error:
         raise _conflict(error) from None
     await _enqueue("scale", row.id)
@@ -402,7 +405,10 @@ async def undeploy_all_then_delete(endpoint_id: int) -> Response:
         raise BadRequest("confirm on the delete page first")
     try:
         async with transaction() as db:
-            rows = await queue_undeploy_all_then_delete(db, current_user(), endpoint)
+            stored = await get_endpoint(db, endpoint.id)  # the mark is stored on the row
+            if stored is None:
+                raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
+            rows = await queue_undeploy_all_then_delete(db, current_user(), stored)
     except ReleaseConflictError as error:
         raise _conflict(error) from None
     for row in rows:

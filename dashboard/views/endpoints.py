@@ -15,7 +15,6 @@ from dashboard.discovery import DiscoveredResource, DiscoveryError
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
 from dashboard.operations import (
-    LiveDeploymentsError,
     NameTakenError,
     VersionConflictError,
     create_endpoint,
@@ -319,13 +318,12 @@ async def delete(endpoint_id: int) -> Response:
         raise BadRequest("confirm the deletion on the confirmation page first")
     endpoint = await load_endpoint(endpoint_id)
     name = endpoint.name
-    try:
-        async with transaction() as db:
+    async with transaction() as db:
+        live = await live_deployments(db, endpoint.id)
+        if not live:
             await delete_endpoint(db, current_user(), endpoint)
-    except LiveDeploymentsError as error:
-        body = await render_template(
-            "endpoints/delete.html", endpoint=endpoint, live=error.live, refused=True
-        )
+    if live:
+        body = await render_template("endpoints/delete.html", endpoint=endpoint, live=live, refused=True)
         return Response(body, status=409)
     logger.info("endpoint deleted", extra={"endpoint": name, "by": current_user().username})
     await flash(f"Deleted endpoint {name}.", "success")

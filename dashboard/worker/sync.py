@@ -38,6 +38,7 @@ from dashboard.models import (
     Deployment,
     Endpoint,
     OrphanEndpoint,
+    SyncLock,
     utc_now,
 )
 from dashboard.queries import serving_rows
@@ -92,14 +93,43 @@ class _Snapshot:
 
     serving: list[Deployment]
     busy: set[tuple[int, str]]
+    known: set[str]
+    """Provider endpoint ids some serving or running row points at (never orphans)."""
     endpoints: list[Endpoint]
     orphans: list[OrphanEndpoint]
     newest_id: int
     """The newest deployment id when read: rows made after it mean an operation started since."""
 
 
-def sync_status(context: Context, enqueue: Enqueue) -> SyncReport:
-    """One sync cycle (see the module docstring); returns what it changed."""
+def sync_status(context: Context, enqueue: Enqueue) -> SyncReport | None:
+    """One sync cycle (see the module docstring); returns what it changed, or None when another
+    run holds the sync lock (cycles never overlap)."""
+    owner = new_owner()
+    if not _claim_sync(context, owner):
+        logger.debug("sync skipped: another run holds the lock")
+        return None
+    try:
+        return _cycle(context, enqueue)
+    finally:
+        with context.sessions.begin() as session:
+            session.execute(
+                update(SyncLock).where(SyncLock.id == 1, SyncLock.owner == owner).values(until=None)
+            )
+
+
+def _claim_sync(context: Context, owner: str) -> bool:
+    now = utc_now()
+    until = now + timedelta(seconds=max(context.settings.lease_s, context.settings.sync_interval_s) * 4)
+    with context.sessions.begin() as session:
+        claimed = session.execute(
+            update(SyncLock)
+            .where(SyncLock.id == 1, or_(SyncLock.until.is_(None), SyncLock.until < now))
+            .values(owner=owner, until=until)
+        )
+        return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def _cycle(context: Context, enqueue: Enqueue) -> SyncReport:
     report = SyncReport()
     report.resent = _recover(context, enqueue)
     report.applied = _apply_pending(context)
@@ -122,18 +152,18 @@ def _summary(report: SyncReport) -> dict[str, Any]:
 def _read(context: Context) -> _Snapshot:
     with context.sessions() as session:
         serving = list(session.scalars(serving_rows()))
-        busy = {
-            (row.endpoint_id, row.environment)
-            for row in session.execute(
-                select(Deployment.endpoint_id, Deployment.environment).where(
-                    Deployment.status.in_(DEPLOYMENT_ACTIVE)
-                )
+        running = session.execute(
+            select(Deployment.endpoint_id, Deployment.environment, Deployment.external_id).where(
+                Deployment.status.in_(DEPLOYMENT_ACTIVE)
             )
-        }
+        ).all()
+        busy = {(row.endpoint_id, row.environment) for row in running}
+        known = {row.external_id for row in running if row.external_id}
+        known |= {row.external_id for row in serving if row.external_id}
         endpoints = list(session.scalars(select(Endpoint)))
         orphans = list(session.scalars(select(OrphanEndpoint)))
         newest_id = session.scalar(select(func.max(Deployment.id))) or 0
-    return _Snapshot(serving, busy, endpoints, orphans, newest_id)
+    return _Snapshot(serving, busy, known, endpoints, orphans, newest_id)
 
 
 def _list_endpoints(context: Context, report: SyncReport) -> dict[str, list[ActualEndpoint]]:
@@ -174,15 +204,14 @@ def _reconcile_all(
     seen_orphans: set[tuple[str, str]] = set()
     now = utc_now()
     for environment, listing in listings.items():
-        rows = [
-            row
-            for row in snapshot.serving
-            if row.environment == environment and (row.endpoint_id, environment) not in snapshot.busy
-        ]
+        rows = [row for row in snapshot.serving if row.environment == environment]
         result = reconcile(context.project, environment, _records(context, rows, by_id), listing)
         actual = {endpoint.id: endpoint for endpoint in listing}
-        updates += _row_updates(rows, actual, result, report, now)
+        idle = [row for row in rows if (row.endpoint_id, environment) not in snapshot.busy]
+        updates += _row_updates(idle, actual, result, report, now)
         for endpoint in result.orphans:
+            if endpoint.id in snapshot.known:
+                continue  # a running operation's row points at it
             owner = _owner(endpoint.target, snapshot, environment)
             if owner is not None and (owner.id, environment) in snapshot.busy:
                 continue  # an operation in flight is making it; its row will know it

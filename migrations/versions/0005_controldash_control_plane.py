@@ -5,7 +5,8 @@
   point at, so a new endpoint never inherits a deleted one's history or audit links;
 - deployments: `release` (the provider's release number) and `build_hash`; status `missing`;
 - endpoints: `delete_requested_at`/`_by` ("undeploy all, then delete");
-- orphan_endpoints: provider endpoints with the project's marker that no record knows.
+- orphan_endpoints: provider endpoints with the project's marker that no record knows;
+- sync_lock: one row, so two sync runs never reconcile at the same time.
 
 Revision ID: 0005_controldash
 Revises: 0004
@@ -92,9 +93,18 @@ def upgrade() -> None:
         sa.UniqueConstraint("environment", "external_id", name="uq_orphan_endpoints_environment_external"),
         sqlite_autoincrement=True,
     )
+    op.create_table(
+        "sync_lock",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("owner", sa.String(length=64), nullable=False),
+        sa.Column("until", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sync_lock")),
+    )
+    op.execute("INSERT INTO sync_lock (id, owner) VALUES (1, '')")
 
 
 def downgrade() -> None:
+    op.drop_table("sync_lock")
     op.drop_table("orphan_endpoints")
     op.execute("DELETE FROM deployments WHERE status = 'missing' OR action = 'scale'")
     for table in reversed(TABLES):

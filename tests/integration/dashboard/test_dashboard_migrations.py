@@ -25,6 +25,7 @@ TABLES = {
     "builds",
     "deployments",
     "orphan_endpoints",
+    "sync_lock",
 }
 HEAD = "0005_controldash"
 
@@ -72,10 +73,15 @@ async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(database_url):
 
 async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "upgrade", "0001")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "orphan_endpoints"}
+    assert await _inspect(database_url, _tables) == TABLES - {
+        "builds",
+        "deployments",
+        "orphan_endpoints",
+        "sync_lock",
+    }
     await _alembic(database_url, "upgrade", "head")
     await _alembic(database_url, "downgrade", "-1")
-    assert "orphan_endpoints" not in await _inspect(database_url, _tables)
+    assert {"orphan_endpoints", "sync_lock"} & await _inspect(database_url, _tables) == set()
     assert "release" not in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "-1")
@@ -84,7 +90,12 @@ async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "downgrade", "-1")
     assert "lease_until" not in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "orphan_endpoints"}
+    assert await _inspect(database_url, _tables) == TABLES - {
+        "builds",
+        "deployments",
+        "orphan_endpoints",
+        "sync_lock",
+    }
     await _alembic(database_url, "upgrade", "head")
     assert "release" in await _inspect(database_url, _deployment_columns)
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
