@@ -51,6 +51,7 @@ from dashboard.releases import (
 from dashboard.views.loading import load_endpoint
 from dashboard.worker.builds import build_result
 from dashboard.worker.celery_app import send
+from dashboard.worker.context import dashboard_provider
 from podroute.providers.base import DeployError
 from podroute.providers.runpod.config import image_instructions
 
@@ -358,7 +359,11 @@ async def workers(endpoint_id: int, environment: str) -> Response:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/key")
 async def reveal_key(endpoint_id: int, environment: str) -> str:
-    """Show the environment's API key in the client snippets (on request only; audited)."""
+    """Show the environment's API key in the client snippets (on request only; audited).
+
+    The key is not stored here: the provider gives it back (the local runtime to a holder of its
+    token; RunPod endpoints take the account key, which the snippets name instead).
+    """
     endpoint = await load_endpoint(endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, _environment(environment))
@@ -367,8 +372,17 @@ async def reveal_key(endpoint_id: int, environment: str) -> str:
         await add_audit_event(
             db, current_user(), "reveal-key", endpoint, {"environment": [None, environment]}
         )
+    try:
+        api_key = current.api_key or await asyncio.to_thread(_provider_key, environment, current.external_id)
+    except DeployError as error:
+        raise Conflict(f"the provider did not give the key back: {error}") from None
     context = await environment_context(endpoint, environment)
-    return await render_template("deployments/_snippets.html", env=context, api_key=current.api_key)
+    return await render_template("deployments/_snippets.html", env=context, api_key=api_key)
+
+
+def _provider_key(environment: str, endpoint_id: str) -> str:
+    with dashboard_provider(state().settings, environment) as provider:
+        return str(provider.api_key(endpoint_id))
 
 
 # -- scaling ----------------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ def _row_updates(
             **summarize(endpoint),
             "drift": [{"name": f.name, "stored": f.stored, "serving": f.serving} for f in fields],
         }
-        if observed.get("drift") != row.observed.get("drift"):
+        if observed["drift"] != (row.observed.get("drift") or []):
             report.drift_changed += 1
         if observed != row.observed:
             updates.append({"id": row.id, "observed": observed, "synced_at": now, **_key(row)})
@@ -327,7 +327,7 @@ def _recorded(owner: Endpoint, environment: str, kind: str, endpoint: ActualEndp
         build_hash=release.build,
         config=snapshot_from_release(owner, config),
         created_by=author[:64],
-        observed=summarize(endpoint),
+        observed={**summarize(endpoint), "drift": []},
         log=[f"found on the provider: release {release.number} by {author}, recorded by the sync"],
         created_at=now,
         updated_at=now,
