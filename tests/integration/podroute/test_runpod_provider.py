@@ -117,7 +117,12 @@ def test_lifecycle_create_ready_scale_update_rollback_delete(
     assert lb_get(base, info.id, "/hello").json()["image"] == "ghcr.io/acme/api:1"
 
     scaled = provider.scale(info.id, {"workersMax": 4, "idleTimeout": 30})
-    assert scaled.details["scaling"] == {"workersMin": 0, "workersMax": 4, "idleTimeout": 30, "scalerValue": 4}
+    assert scaled.details["scaling"] == {
+        "workersMin": 0,
+        "workersMax": 4,
+        "idleTimeout": 30,
+        "scalerValue": 4,
+    }
     record = state.endpoints[info.id]
     assert record.config["workersMax"] == 4 and record.config["idleTimeout"] == 30
     assert record.compute == "cpu"  # the full record survived the update
