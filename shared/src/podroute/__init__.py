@@ -11,7 +11,7 @@ async def upper(text: str) -> dict:
     return {"text": text.upper()}
 """
 
-from podroute.app import Mount, create_app
+from podroute.app import create_app
 from podroute.binding import accepts
 from podroute.errors import HTTPError
 from podroute.registry import (
@@ -31,6 +31,7 @@ from podroute.resources import (
     Resource,
     ResourceConfigError,
 )
+from podroute.serving import Mount
 from podroute.settings import AppSettings, ServerSettings
 
 __version__ = "0.1.0"

@@ -15,7 +15,6 @@ import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -31,11 +30,11 @@ from podroute.registry import (
     Registry,
     Route,
     RouteDeclarationError,
-    StartupHook,
     current_registry,
 )
 from podroute.resources import Resource
 from podroute.responses import json_response, problem_response, sse_response
+from podroute.serving import BoundRoute, Mount, PodRouteState, StartupState
 from podroute.settings import AppSettings
 
 logger = logging.getLogger("podroute.app")
@@ -43,69 +42,6 @@ logger = logging.getLogger("podroute.app")
 REQUEST_ID_HEADER = "X-Request-ID"
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _EXECUTE_KEYS = frozenset({"function", "kwargs"})
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A resource served under a URL prefix (e.g. '/gpu'), with an optional docs tag."""
-
-    resource: Resource
-    prefix: str = ""
-    tag: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.prefix and (not self.prefix.startswith("/") or self.prefix.endswith("/")):
-            raise ValueError(f"mount prefix {self.prefix!r} must start with '/' and not end with '/'")
-
-
-@dataclass
-class StartupState:
-    """Progress of one mount's startup hooks: 'starting', 'ready' or 'failed'."""
-
-    hooks: list[StartupHook]
-    status: str = "starting"
-    error: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
-    ready_after_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if not self.hooks:
-            self.status = "ready"
-            self.ready_after_s = 0.0
-
-
-@dataclass(frozen=True)
-class BoundRoute:
-    """A route as served: its mount, full path and binder."""
-
-    route: Route
-    mount: Mount
-    binder: Binder
-    state: StartupState
-
-    @property
-    def full_path(self) -> str:
-        """The route's path including the mount prefix."""
-        return f"{self.mount.prefix}{self.route.path}"
-
-
-@dataclass
-class PodRouteState:
-    """What `create_app` attaches to the app as `app.extensions['podroute']`."""
-
-    settings: AppSettings
-    mounts: list[Mount]
-    routes: list[BoundRoute]
-    startup: list[StartupState]
-    openapi: dict[str, Any] | None = None
-
-    @property
-    def status(self) -> str:
-        """'failed' if any mount failed, else 'starting' while any hook runs, else 'ready'."""
-        statuses = {s.status for s in self.startup}
-        if "failed" in statuses:
-            return "failed"
-        return "starting" if "starting" in statuses else "ready"
 
 
 _ID_PREFIX = uuid.uuid4().hex[:16]

@@ -18,10 +18,11 @@ from pathlib import Path
 
 from quart import Quart, Response
 
-from podroute.app import Mount, create_app, podroute_state
+from podroute.app import create_app, podroute_state
 from podroute.discovery import Service, discover_services
 from podroute.openapi import build_openapi
 from podroute.registry import Registry
+from podroute.serving import Mount
 from podroute.settings import AppSettings
 
 DEV_TITLE = "PodRoute dev server"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 from quart import Quart, Response, send_from_directory
@@ -16,9 +15,7 @@ from swagger_ui_bundle import swagger_ui_path
 from werkzeug.exceptions import NotFound
 
 from podroute.openapi import build_openapi
-
-if TYPE_CHECKING:
-    from podroute.app import PodRouteState
+from podroute.serving import PodRouteState
 
 _OWN_STATIC = Path(__file__).parent / "static"
 _SWAGGER_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})

@@ -42,7 +42,7 @@ class Provider(Protocol):
 
     @property
     def kind(self) -> str:
-        """"local" or "runpod"."""
+        """The provider's kind: "local" or "runpod"."""
 
     @property
     def scaling_fields(self) -> tuple[str, ...]:
