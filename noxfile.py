@@ -65,9 +65,10 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def typecheck(session: nox.Session) -> None:
-    """mypy --strict on the podroute library."""
-    session.install("-e", "./shared[servers,arrays]", *TYPECHECK_TOOLS)
-    session.run("mypy", "--strict", "shared/src/podroute")
+    """mypy --strict on the podroute library, the dashboard and the services."""
+    requirements = _requirement_files("dashboard/requirements.txt", "services/*/requirements.txt")
+    session.install("-e", "./shared[servers,arrays]", *requirements, *TYPECHECK_TOOLS)
+    session.run("mypy", "--strict", "shared/src/podroute", "dashboard", "services")
 
 
 @nox.session(python=PYTHON)

@@ -39,7 +39,7 @@ from dashboard.models import AuditEvent, Deployment, Endpoint, User, utc_now  # 
 from dashboard.secrets_at_rest import KeyRing  # noqa: E402
 from dashboard.security import hash_password  # noqa: E402
 from dashboard.settings import DashboardSettings  # noqa: E402
-from dashboard.testing import (  # noqa: E402
+from tests.support.dashboard import (  # noqa: E402
     create_scratch_database,
     drop_scratch_database,
     postgres_admin_url,

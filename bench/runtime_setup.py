@@ -22,7 +22,8 @@ from typing import Any
 
 import httpx
 
-from podroute.deploy import Deployments, LocalRuntimeProvider
+from podroute.project import project_name
+from podroute.providers.local import LocalRuntimeProvider
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +46,8 @@ class DeployedRuntime:
 
     def workers(self) -> list[dict[str, Any]]:
         """The endpoint's workers as the runtime reports them."""
-        workers: list[dict[str, Any]] = self.provider.status(self.endpoint_id).status["workers"]
+        with self.provider as provider:
+            workers: list[dict[str, Any]] = provider.status(self.endpoint_id).details["workers"]
         return workers
 
     def wait_ready(self, count: int, timeout: float = 60) -> list[dict[str, Any]]:
@@ -117,10 +119,11 @@ def deployed_cpu_service(scaling: dict[str, int], cpu: str | None = None) -> Ite
                 ["deploy", "new", "bench", "--runtime-url", url, "--token-file", str(data / "token")], project
             )
             _cli(["deploy", "send", "bench", "--timeout", "120"], project)
-            entry = next(iter(Deployments(project).environments["bench"]["endpoints"].values()))
-            deployed = DeployedRuntime(process, url, token, entry["id"], entry["url"], entry["api_key"])
-            deployed.provider.scale(entry["id"], scaling)
-            yield deployed
+            with LocalRuntimeProvider(url, token) as provider:
+                (endpoint,) = provider.list_endpoints(project_name(project))
+                api_key = provider.api_key(endpoint.id)
+                provider.scale(endpoint.id, scaling)
+            yield DeployedRuntime(process, url, token, endpoint.id, endpoint.url, api_key)
         finally:
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)

@@ -17,7 +17,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from werkzeug.exceptions import HTTPException
 
 from dashboard import PACKAGE_DIR, htmx
-from dashboard.celery_app import create_celery
 from dashboard.db import Sessions, create_engine, create_sessions, prepare_data_dir, require_current_schema
 from dashboard.discovery import DiscoveryCache
 from dashboard.models import User, as_utc
@@ -37,6 +36,7 @@ from dashboard.security import (
 )
 from dashboard.settings import DashboardSettings
 from dashboard.user_sessions import find_session_user
+from dashboard.worker.celery_app import create_celery
 
 logger = logging.getLogger("dashboard")
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dashboard.models import Endpoint, EnvVar
+from podroute.deploy.model import DesiredConfig, resolve_config
 from podroute.resources import (
     CpuLoadBalancerSlsResource,
     LoadBalancerSlsResource,
@@ -173,3 +174,42 @@ def describe_changes(before: ConfigState | None, after: ConfigState) -> dict[str
 def masked_env(endpoint: Endpoint) -> list[tuple[str, str, bool]]:
     """(key, value or '***', secret) for display; secret values never leave the server."""
     return [(var.key, SECRET_MASK if var.secret else var.value, var.secret) for var in endpoint.env_vars]
+
+
+_NOT_RESOURCE_FIELDS = ("service", "resource", "compute", "name")
+"""Snapshot fields that say where a config comes from, not how the resource runs."""
+
+
+def snapshot_values(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A deployment snapshot's resource values in Flash's names, `env` included (secret values too:
+    they go to the provider, never to a page or a log)."""
+    fields = snapshot.get("fields", {})
+    values = {key: value for key, value in fields.items() if key not in _NOT_RESOURCE_FIELDS}
+    values["env"] = dict(snapshot.get("env", {}))
+    return values
+
+
+def desired_config(snapshot: dict[str, Any], declared: dict[str, Any]) -> DesiredConfig:
+    """The desired config a snapshot releases, resolved by the library's one rule against the code's
+    declaration (`declared`: a build manifest's `resource`), so every value knows its source."""
+    code = {key: value for key, value in declared.items() if key not in ("type", "scalerType", "name")}
+    return resolve_config(code, snapshot_values(snapshot))
+
+
+def config_sources(endpoint: Endpoint, declared: dict[str, Any] | None) -> dict[str, str]:
+    """Field -> "code" or "override" for an endpoint's stored config (empty without the code)."""
+    if declared is None:
+        return {}
+    return dict(desired_config({"fields": state_of(endpoint).fields, "env": {
+        var.key: var.value for var in endpoint.env_vars}}, declared).sources)  # fmt: skip
+
+
+def snapshot_from_release(endpoint: Endpoint, config: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot for a release another tool made (the CLI): the values its release recorded, on
+    the config's identity fields. Env values are not in releases: keys only, shown masked."""
+    fields: dict[str, Any] = {
+        "service": endpoint.service, "resource": endpoint.resource, "compute": endpoint.compute
+    }  # fmt: skip
+    fields.update({key: value for key, value in config.items() if key not in ("env", "env_keys", "name")})
+    keys = sorted(config.get("env_keys", config.get("env", {})))
+    return {"fields": fields, "env": dict.fromkeys(keys, SECRET_MASK), "secrets": keys}

@@ -1,7 +1,8 @@
 """Discover the resources and routes a project's services declare, through podroute's registry.
 
-Each service is `services/<name>/endpoint.py` (the folder comes from `[tool.podroute] services` in
-the project's pyproject.toml). Importing user code runs it, so the dashboard never imports it in its
+Which folders are services, and which module declares their routes, is the library's one rule
+(`podroute.project`: the sub-packages of the services folder, `endpoint.py` when they have one), the
+same that build and dev use. Importing user code runs it, so the dashboard never imports it in its
 own process: `run_discovery` starts `python -m dashboard.discovery PROJECT_DIR` with a clean
 environment (no dashboard secrets), a timeout, and reads JSON back. Results are cached by the
 project's source fingerprint, in memory and in the data dir, so a visit with unchanged sources (even
@@ -18,17 +19,15 @@ import json
 import logging
 import os
 import sys
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dashboard import REPO_ROOT
+from podroute.project import service_module, service_names, services_folder
 
 logger = logging.getLogger("dashboard.discovery")
 
-SERVICE_MODULE = "endpoint"
-"""Each service declares its resources and routes in `<services>/<name>/endpoint.py`."""
 
 _SKIP_DIRS = frozenset(
     {"__pycache__", "node_modules", ".venv", "venv", ".git", ".mypy_cache", ".pytest_cache"}
@@ -101,25 +100,8 @@ class Discovery:
 
 
 def services_dir_of(project_dir: Path) -> Path:
-    """The services folder named by the project's `[tool.podroute] services` (default 'services')."""
-    pyproject = project_dir / "pyproject.toml"
-    name = "services"
-    if pyproject.is_file():
-        with contextlib.suppress(tomllib.TOMLDecodeError, OSError):
-            configured = (
-                tomllib.loads(pyproject.read_text()).get("tool", {}).get("podroute", {}).get("services")
-            )
-            if isinstance(configured, str) and configured.strip():
-                name = configured.strip()
-    return project_dir / name
-
-
-def service_names(project_dir: Path) -> list[str]:
-    """Services in the project: folders of the services folder that hold `endpoint.py`."""
-    root = services_dir_of(project_dir)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / f"{SERVICE_MODULE}.py").is_file())
+    """The services folder (the library's rule: `[tool.podroute] services`, default 'services')."""
+    return services_folder(project_dir)
 
 
 def fingerprint(project_dir: Path) -> str:
@@ -218,15 +200,13 @@ def _describe_service(service: str, module_name: str) -> list[DiscoveredResource
 def discover_in_process(project_dir: Path) -> Discovery:
     """Import every service of the project and describe its resources (runs user code!)."""
     project_dir = project_dir.resolve()
-    root = services_dir_of(project_dir)
-    if str(root.parent) not in sys.path:
-        sys.path.insert(0, str(root.parent))
-    package = root.name
+    if str(project_dir) not in sys.path:
+        sys.path.insert(0, str(project_dir))
     resources: list[DiscoveredResource] = []
     errors: list[ServiceError] = []
     for service in service_names(project_dir):
         try:
-            resources.extend(_describe_service(service, f"{package}.{service}.{SERVICE_MODULE}"))
+            resources.extend(_describe_service(service, service_module(project_dir, service)))
         except Exception as error:  # user code may raise anything; report it per service
             errors.append(ServiceError(service, f"{type(error).__name__}: {error}"[:_MAX_ERROR]))
     return Discovery(resources, errors, fingerprint(project_dir))

@@ -3,7 +3,7 @@
 Two ways to get one:
 
 - **Paste** (always available): the build panel shows the exact commands
-  (`podroute.runpod.image_instructions`) and a field for the pushed reference, checked by
+  (`podroute.providers.runpod.config.image_instructions`) and a field for the pushed reference, checked by
   `check_image_reference` and stored on the build row.
 - **Build and push** (when `DASHBOARD_DOCKER_REGISTRY` is set and a Docker engine answers): after
   a successful build the worker unpacks the build's Docker context, runs `docker build` and

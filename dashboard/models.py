@@ -41,10 +41,16 @@ LOG_LINES_KEPT = 200
 """Log lines a build or deployment row keeps (the oldest are dropped)."""
 
 COMPUTE_KINDS = ("gpu", "cpu")
-DEPLOYMENT_STATUSES = ("queued", "deploying", "ready", "failed", "deleting", "deleted")
+DEPLOYMENT_STATUSES = ("queued", "deploying", "ready", "failed", "deleting", "deleted", "missing")
+"""`missing`: the record says it serves, but the provider's fresh listing no longer has the endpoint."""
 DEPLOYMENT_ACTIVE = ("queued", "deploying", "deleting")
 """Statuses of a deployment whose task has not finished."""
-DEPLOYMENT_ACTIONS = ("deploy", "rollback", "undeploy")
+DEPLOYMENT_ACTIONS = ("deploy", "rollback", "undeploy", "scale")
+"""`scale` is a scaling change: its own history entry, so past snapshots never change."""
+SETTLED_STATUSES = ("ready", "deleted", "missing")
+"""Statuses that say what an environment serves: the newest such row decides (only `ready` serves)."""
+AUTOINCREMENT = {"sqlite_autoincrement": True}
+"""Table option: SQLite never hands out the id of a deleted row again (PostgreSQL sequences never do)."""
 BUILD_STATUSES = ("queued", "building", "succeeded", "failed")
 BUILD_ACTIVE = ("queued", "building")
 """Statuses of a build whose task has not finished."""
@@ -70,6 +76,7 @@ class User(Base):
     """A person who can log in. Passwords are stored only as argon2 hashes."""
 
     __tablename__ = "users"
+    __table_args__ = AUTOINCREMENT
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(USERNAME_MAX), unique=True)
@@ -83,7 +90,7 @@ class Endpoint(Base):
     """An endpoint configuration: which service/resource it deploys and its Flash-style settings."""
 
     __tablename__ = "endpoints"
-    __table_args__ = (CheckConstraint("compute IN ('gpu', 'cpu')", name="compute_kind"),)
+    __table_args__ = (CheckConstraint("compute IN ('gpu', 'cpu')", name="compute_kind"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_MAX), unique=True)
@@ -104,6 +111,9 @@ class Endpoint(Base):
     locations: Mapped[list[str]] = mapped_column(JSON, default=list)
     network_volume_id: Mapped[str] = mapped_column(String(SERVICE_MAX), default="")
     version: Mapped[int] = mapped_column(Integer, default=1)
+    delete_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Set by "undeploy all, then delete": the sync deletes the config once every endpoint is gone."""
+    delete_requested_by: Mapped[str] = mapped_column(String(USERNAME_MAX), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
 
@@ -122,7 +132,10 @@ class EnvVar(Base):
     """One environment variable of an endpoint's workers; `secret` ones are write-only in the UI."""
 
     __tablename__ = "endpoint_env_vars"
-    __table_args__ = (UniqueConstraint("endpoint_id", "key", name="uq_endpoint_env_vars_endpoint_key"),)
+    __table_args__ = (
+        UniqueConstraint("endpoint_id", "key", name="uq_endpoint_env_vars_endpoint_key"),
+        AUTOINCREMENT,
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
@@ -138,7 +151,7 @@ class AuditEvent(Base):
     """Who changed what, when. `changes` never holds a secret value (they are recorded as '***')."""
 
     __tablename__ = "audit_events"
-    __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id", "id"),)
+    __table_args__ = (Index("ix_audit_events_target", "target_type", "target_id", "id"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
@@ -172,7 +185,7 @@ class LoginAttempt(Base):
     """A login attempt, kept for throttling (failures per address and user, in a window)."""
 
     __tablename__ = "login_attempts"
-    __table_args__ = (Index("ix_login_attempts_pair", "remote_addr", "username", "at"),)
+    __table_args__ = (Index("ix_login_attempts_pair", "remote_addr", "username", "at"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
@@ -182,10 +195,10 @@ class LoginAttempt(Base):
 
 
 class Build(Base):
-    """One build of an endpoint's service, filled by the build task (`dashboard.tasks`)."""
+    """One build of an endpoint's service, filled by the build task (`dashboard.worker.builds`)."""
 
     __tablename__ = "builds"
-    __table_args__ = (CheckConstraint(f"status IN {BUILD_STATUSES!r}", name="build_status"),)
+    __table_args__ = (CheckConstraint(f"status IN {BUILD_STATUSES!r}", name="build_status"), AUTOINCREMENT)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), index=True)
@@ -210,11 +223,13 @@ class Build(Base):
 
 
 class Deployment(Base):
-    """One operation on an endpoint in one environment: a deploy, a rollback or an undeploy.
+    """One operation on an endpoint in one environment: a deploy, rollback, scaling change or undeploy.
 
-    The row is the task's whole state: `step` says how far it got, `external_id`/`api_key` what the
-    provider made, `lease_until` which worker holds it. A redelivered task resumes from there.
-    `api_key` is a secret: never rendered unless the user asks to reveal it, never logged.
+    The row is the task's whole state: `step` says how far it got, `external_id` what the provider
+    made, `lease_until` which worker holds it. A redelivered task resumes from there. `config` is the
+    snapshot the operation released and never changes afterwards. Rows the sync found on the
+    provider (a CLI deploy, say) have `created_by` "cli:<user>" and no build row, only `build_hash`.
+    `api_key` is no longer written (the provider gives keys back); old rows keep theirs.
     """
 
     __tablename__ = "deployments"
@@ -222,6 +237,7 @@ class Deployment(Base):
         CheckConstraint(f"status IN {DEPLOYMENT_STATUSES!r}", name="deployment_status"),
         Index("ix_deployments_endpoint_latest", "endpoint_id", "created_at", "id"),
         Index("ix_deployments_endpoint_environment", "endpoint_id", "environment", "id"),
+        AUTOINCREMENT,
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -241,7 +257,12 @@ class Deployment(Base):
     progress: Mapped[int] = mapped_column(Integer, default=0)
     log: Mapped[list[str]] = mapped_column(JSON, default=list)
     config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    release: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The provider's release number this row made or found (what a rollback goes back to)."""
+    build_hash: Mapped[str] = mapped_column(String(128), default="")
+    """The artifact sha256 it released (also for rows without a build row of this dashboard)."""
     api_key: Mapped[str] = mapped_column(EncryptedText, default="")
+    """Rows made before the provider became the record; new rows leave it empty (keys come from it)."""
     rollback_of_id: Mapped[int | None] = mapped_column(
         ForeignKey("deployments.id", ondelete="SET NULL"), nullable=True
     )
@@ -259,3 +280,44 @@ class Deployment(Base):
     def active(self) -> bool:
         """True while the task has not finished."""
         return self.status in DEPLOYMENT_ACTIVE
+
+
+class OrphanEndpoint(Base):
+    """A provider endpoint carrying this project's marker that no record knows (found by the sync).
+
+    Rows come and go with each sync; `delete_requested_at` marks one the user asked to delete.
+    """
+
+    __tablename__ = "orphan_endpoints"
+    __table_args__ = (
+        UniqueConstraint("environment", "external_id", name="uq_orphan_endpoints_environment_external"),
+        AUTOINCREMENT,
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(255), default="")
+    url: Mapped[str] = mapped_column(String(IMAGE_MAX), default="")
+    target: Mapped[str] = mapped_column(String(255), default="")
+    """`service/resource` from its marker labels."""
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    delete_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    def mark_deleting(self) -> None:
+        """Record that the user asked to delete it (the task checks this before deleting)."""
+        self.delete_requested_at = utc_now()
+        self.error = ""
+
+
+class SyncLock(Base):
+    """One row: which sync run holds the right to reconcile until when (runs never overlap, so two
+    cycles cannot both record the same CLI deploy). Claimed with an atomic UPDATE, like leases."""
+
+    __tablename__ = "sync_lock"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64), default="")
+    until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -13,8 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from dashboard.configs import EndpointDraft, apply_draft, describe_changes, resource_class, state_of
 from dashboard.discovery import DiscoveredResource, Discovery
-from dashboard.models import Endpoint, EnvVar, User, utc_now
-from dashboard.queries import add_audit_event, find_endpoints_for_code, get_endpoint_by_name
+from dashboard.models import Deployment, Endpoint, EnvVar, User, utc_now
+from dashboard.queries import (
+    add_audit_event,
+    find_endpoints_for_code,
+    get_endpoint_by_name,
+    live_deployments,
+)
 from podroute.resources import FieldProblem, ResourceConfigError
 
 
@@ -76,8 +81,27 @@ async def update_endpoint(
     return changes
 
 
+class LiveDeploymentsError(RuntimeError):
+    """The endpoint is deployed somewhere: deleting its config now would leave billed endpoints
+    nobody can see. `live` lists them; "undeploy all, then delete" is the way out."""
+
+    def __init__(self, live: list[Deployment]) -> None:
+        self.live = live
+        where = ", ".join(f"{row.environment} (endpoint {row.external_id or 'not yet made'})" for row in live)
+        super().__init__(
+            f"this endpoint is still deployed in {where}: undeploy it first, or use "
+            "'Undeploy all, then delete'"
+        )
+
+
 async def delete_endpoint(session: AsyncSession, user: User | None, endpoint: Endpoint) -> None:
-    """Delete an endpoint config (its env, builds and deployments go with it) and audit it."""
+    """Delete an endpoint config (its env, builds and deployments go with it) and audit it.
+
+    Refused with LiveDeploymentsError while any environment serves it or runs an operation on it.
+    """
+    live = await live_deployments(session, endpoint.id)
+    if live:
+        raise LiveDeploymentsError(live)
     await add_audit_event(session, user, "delete", endpoint, {"name": [endpoint.name, None]})
     await session.delete(endpoint)
     await session.flush()

@@ -5,16 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from dashboard.models import (
     DEPLOYMENT_ACTIVE,
+    SETTLED_STATUSES,
     AuditEvent,
     Build,
     Deployment,
     Endpoint,
+    OrphanEndpoint,
     User,
     utc_now,
 )
@@ -22,7 +24,7 @@ from dashboard.models import (
 NOT_DEPLOYED = "not deployed"
 """The status of an endpoint that has never been deployed."""
 
-ENDPOINT_STATUSES = (NOT_DEPLOYED, "queued", "deploying", "ready", "failed", "deleting", "deleted")
+ENDPOINT_STATUSES = (NOT_DEPLOYED, "queued", "deploying", "ready", "failed", "deleting", "deleted", "missing")
 """Statuses the endpoints list can filter by."""
 
 
@@ -229,14 +231,39 @@ async def active_deployment(session: AsyncSession, endpoint_id: int, environment
     )
 
 
+def serving_rows(endpoint_id: int | None = None) -> Select[Deployment]:
+    """One statement for what serves everywhere: per (endpoint, environment) the newest settled row
+    (ready, deleted or missing), kept when it is ready. The worker's sync uses it too."""
+    newest = select(func.max(Deployment.id)).where(Deployment.status.in_(SETTLED_STATUSES))
+    if endpoint_id is not None:
+        newest = newest.where(Deployment.endpoint_id == endpoint_id)
+    newest = newest.group_by(Deployment.endpoint_id, Deployment.environment)
+    return select(Deployment).where(Deployment.id.in_(newest), Deployment.status == "ready")
+
+
+async def live_deployments(session: AsyncSession, endpoint_id: int) -> list[Deployment]:
+    """What keeps an endpoint config from being deleted: per environment, the serving release and
+    any operation still running (a deploy in flight may have created a provider endpoint)."""
+    serving = list(await session.scalars(serving_rows(endpoint_id)))
+    running = await session.scalars(
+        select(Deployment).where(
+            Deployment.endpoint_id == endpoint_id, Deployment.status.in_(DEPLOYMENT_ACTIVE)
+        )
+    )
+    busy = {row.environment: row for row in running}
+    rows = {row.environment: row for row in serving}
+    rows.update({env: row for env, row in busy.items() if env not in rows})
+    return [rows[env] for env in sorted(rows)]
+
+
 async def current_deployment(session: AsyncSession, endpoint_id: int, environment: str) -> Deployment | None:
-    """The deployment serving the environment now (the newest ready or undeployed row, if ready)."""
+    """The deployment serving the environment now (the newest settled row, if it is ready)."""
     row = await session.scalar(
         select(Deployment)
         .where(
             Deployment.endpoint_id == endpoint_id,
             Deployment.environment == environment,
-            Deployment.status.in_(("ready", "deleted")),
+            Deployment.status.in_(SETTLED_STATUSES),
         )
         .options(selectinload(Deployment.build))
         .order_by(Deployment.id.desc())
@@ -254,3 +281,35 @@ async def gateway_urls(session: AsyncSession, endpoint_id: int) -> list[str]:
         .limit(100)
     )
     return list(await session.scalars(query))
+
+
+async def existing_endpoint_ids(session: AsyncSession, ids: set[int]) -> set[int]:
+    """The ids among `ids` whose endpoint still exists (audit links to the others say it is gone)."""
+    if not ids:
+        return set()
+    return set(await session.scalars(select(Endpoint.id).where(Endpoint.id.in_(ids))))
+
+
+async def deletion_event(session: AsyncSession, endpoint_id: int) -> AuditEvent | None:
+    """The audit entry that deleted endpoint `endpoint_id`, if it was deleted (ids are never reused)."""
+    return await session.scalar(
+        select(AuditEvent)
+        .where(
+            AuditEvent.target_type == "endpoint",
+            AuditEvent.target_id == endpoint_id,
+            AuditEvent.action == "delete",
+        )
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+
+
+async def list_orphans(session: AsyncSession) -> list[OrphanEndpoint]:
+    """The orphans the last sync found, by environment and endpoint id."""
+    query = select(OrphanEndpoint).order_by(OrphanEndpoint.environment, OrphanEndpoint.external_id)
+    return list(await session.scalars(query))
+
+
+async def get_orphan(session: AsyncSession, orphan_id: int) -> OrphanEndpoint | None:
+    """The orphan with this id, or None."""
+    return await session.get(OrphanEndpoint, orphan_id)

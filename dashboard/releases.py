@@ -20,6 +20,7 @@ from dashboard.queries import (
     add_audit_event,
     current_deployment,
     latest_build,
+    live_deployments,
 )
 from podroute.resources import FieldProblem, ResourceConfigError
 
@@ -31,9 +32,24 @@ SCALING_FIELDS: dict[str, str] = {
 }
 """The scaling controls: Flash field -> Endpoint column."""
 
+SCALING_COLUMNS: dict[str, str] = {**SCALING_FIELDS, "executionTimeoutMs": "execution_timeout_ms"}
+"""Every field a provider scales at once: Flash field -> Endpoint column."""
+
 
 class ReleaseConflictError(RuntimeError):
     """The operation cannot start now (another is running, nothing is built, ...); says what to do."""
+
+
+class DraftDiffersError(ReleaseConflictError):
+    """A rollback restored an older config; deploying now would bring the draft back: ask first."""
+
+    def __init__(self, current: Deployment, changes: dict[str, list[Any]]) -> None:
+        self.current = current
+        self.changes = changes
+        super().__init__(
+            f"{current.environment} serves the config of #{current.rollback_of_id or current.id} "
+            "(restored by a rollback) and your draft differs; confirm to deploy the draft"
+        )
 
 
 def config_snapshot(endpoint: Endpoint) -> dict[str, Any]:
@@ -57,11 +73,20 @@ def _state(config: dict[str, Any]) -> ConfigState:
 def release_diff(release: Deployment, current: Deployment) -> dict[str, list[Any]]:
     """Field -> [in `release`, in `current`] for config and build; secrets appear only as '***'."""
     changes = describe_changes(_state(release.config), _state(current.config))
-    old_hash = release.build.artifact_hash if release.build else ""
-    new_hash = current.build.artifact_hash if current.build else ""
+    old_hash, new_hash = release.build_hash, current.build_hash
     if old_hash != new_hash:
         changes = {"build": [old_hash[:12] or None, new_hash[:12] or None], **changes}
     return changes
+
+
+def draft_changes(current: Deployment, endpoint: Endpoint) -> dict[str, list[Any]]:
+    """Field -> [serving, draft]: how the stored draft differs from the config `current` released."""
+    return describe_changes(_state(current.config), state_of(endpoint))
+
+
+def restored_by_rollback(current: Deployment) -> bool:
+    """True when what serves came from a rollback (also after scaling the restored release)."""
+    return current.action == "rollback" or (current.action == "scale" and current.rollback_of_id is not None)
 
 
 async def _refuse_if_busy(session: AsyncSession, endpoint: Endpoint, environment: str) -> None:
@@ -90,10 +115,25 @@ async def queue_build(session: AsyncSession, user: User, endpoint: Endpoint) -> 
 
 
 async def queue_deploy(
-    session: AsyncSession, user: User, endpoint: Endpoint, environment: str, provider: str
+    session: AsyncSession,
+    user: User,
+    endpoint: Endpoint,
+    environment: str,
+    provider: str,
+    *,
+    confirm_draft: bool = False,
 ) -> Deployment:
-    """A queued deployment of the newest successful build with the endpoint's current config."""
+    """A queued deployment of the newest successful build with the endpoint's current config.
+
+    After a rollback, DraftDiffersError asks first (unless `confirm_draft`) when the draft differs
+    from the restored config, so a rolled-back change never comes back silently.
+    """
     await _refuse_if_busy(session, endpoint, environment)
+    current = await current_deployment(session, endpoint.id, environment)
+    if current is not None and restored_by_rollback(current) and not confirm_draft:
+        changes = draft_changes(current, endpoint)
+        if changes:
+            raise DraftDiffersError(current, changes)
     build = await latest_build(session, endpoint.id, succeeded=True)
     if build is None:
         raise ReleaseConflictError("there is no successful build yet: press Build first")
@@ -111,6 +151,7 @@ async def queue_deploy(
         status="queued",
         step="queued",
         config=config_snapshot(endpoint),
+        build_hash=build.artifact_hash,
         created_by=user.username,
         log=[f"queued: build {build.artifact_hash[:12]} to {environment} ({provider})"],
     )
@@ -146,18 +187,17 @@ async def set_build_image(
 async def queue_rollback(
     session: AsyncSession, user: User, endpoint: Endpoint, target: Deployment
 ) -> Deployment:
-    """A queued rollback to `target`'s build and environment (scaling stays as it is now)."""
+    """A queued rollback to `target`: its build and the whole config it ran with (scaling included)."""
     environment = target.environment
     await _refuse_if_busy(session, endpoint, environment)
     current = await current_deployment(session, endpoint.id, environment)
     if current is None:
         raise ReleaseConflictError(f"nothing is deployed in {environment}: deploy first")
-    if target.build_id is None or target.action == "undeploy" or target.status != "ready":
+    restorable = target.build_id is not None or target.release is not None
+    if not restorable or target.action == "undeploy" or target.status != "ready":
         raise ReleaseConflictError(f"deployment #{target.id} cannot be rolled back to")
     if target.id == current.id:
         raise ReleaseConflictError(f"deployment #{target.id} is already serving {environment}")
-    fields = {**target.config.get("fields", {})}
-    fields.update({flash: getattr(endpoint, column) for flash, column in SCALING_FIELDS.items()})
     deployment = Deployment(
         endpoint_id=endpoint.id,
         build_id=target.build_id,
@@ -167,7 +207,11 @@ async def queue_rollback(
         status="queued",
         step="queued",
         rollback_of_id=target.id,
-        config={**target.config, "fields": fields},
+        external_id=current.external_id,
+        url=current.url,
+        release=target.release,
+        build_hash=target.build_hash,
+        config=target.config,
         created_by=user.username,
         log=[f"queued: roll {environment} back to deployment #{target.id}"],
     )
@@ -201,6 +245,8 @@ async def queue_undeploy(
         step="queued",
         external_id=current.external_id,
         url=current.url,
+        release=current.release,
+        build_hash=current.build_hash,
         config=current.config,
         created_by=user.username,
         log=[f"queued: delete endpoint {current.external_id}"],
@@ -262,7 +308,7 @@ def _add_problems(form: ScalingForm, problems: list[FieldProblem]) -> None:
 async def apply_scaling(
     session: AsyncSession, user: User, endpoint: Endpoint, wanted: dict[str, int]
 ) -> dict[str, list[Any]]:
-    """Store validated scaling on the endpoint and audit it; returns the changes."""
+    """Store validated scaling on the endpoint (the desired state) and audit it; returns the changes."""
     changes = {
         flash: [getattr(endpoint, column), wanted[flash]]
         for flash, column in SCALING_FIELDS.items()
@@ -276,3 +322,170 @@ async def apply_scaling(
         await session.flush()
         await add_audit_event(session, user, "scale", endpoint, changes)
     return changes
+
+
+@dataclass
+class ScalingPlan:
+    """What saving the scaling controls queued: one `scale` row per live environment, and the
+    environments where an operation is running (they get the new scaling with their next deploy)."""
+
+    changes: dict[str, list[Any]]
+    rows: list[Deployment]
+    busy: list[str]
+
+
+async def queue_scaling(
+    session: AsyncSession, user: User, endpoint: Endpoint, wanted: dict[str, int], environments: list[str]
+) -> ScalingPlan:
+    """Store the scaling and queue a `scale` history entry for every environment it is live in.
+
+    Each entry snapshots the serving config with the new scaling: past rows never change, and the
+    history shows the scaling change with its diff. The sync applies entries whose task never ran.
+    """
+    changes = await apply_scaling(session, user, endpoint, wanted)
+    plan = ScalingPlan(changes, [], [])
+    if not changes:
+        return plan
+    for environment in environments:
+        current = await current_deployment(session, endpoint.id, environment)
+        if current is None:
+            continue
+        if await active_deployment(session, endpoint.id, environment) is not None:
+            plan.busy.append(environment)
+            continue
+        fields = {**current.config.get("fields", {}), **wanted}
+        if fields == current.config.get("fields", {}):
+            continue
+        diff = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in changes.items())
+        row = Deployment(
+            endpoint_id=endpoint.id,
+            build_id=current.build_id,
+            environment=environment,
+            provider=current.provider,
+            action="scale",
+            status="queued",
+            step="queued",
+            external_id=current.external_id,
+            url=current.url,
+            release=current.release,
+            build_hash=current.build_hash,
+            rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
+            config={**current.config, "fields": fields},
+            created_by=user.username,
+            log=[f"queued: scaling {diff}"],
+        )
+        session.add(row)
+        plan.rows.append(row)
+    await session.flush()
+    return plan
+
+
+async def queue_undeploy_all_then_delete(
+    session: AsyncSession, user: User, endpoint: Endpoint
+) -> list[Deployment]:
+    """Queue an undeploy for every environment the endpoint serves, and mark the config for deletion.
+
+    The worker deletes the config only once every provider endpoint of it is confirmed gone; until
+    then the config (and its history) stays. Refused while another operation runs.
+    """
+    live = await live_deployments(session, endpoint.id)
+    running = [row for row in live if row.active and row.action != "undeploy"]
+    if running:
+        row = running[0]
+        raise ReleaseConflictError(
+            f"{row.action} #{row.id} is still running in {row.environment}; wait for it to finish"
+        )
+    queued = []
+    for row in live:
+        running_undeploy = await active_deployment(session, endpoint.id, row.environment)
+        if not row.active and running_undeploy is None:
+            queued.append(await queue_undeploy(session, user, endpoint, row.environment))
+    endpoint.delete_requested_at = utc_now()
+    endpoint.delete_requested_by = user.username
+    await session.flush()
+    await add_audit_event(
+        session,
+        user,
+        "delete-requested",
+        endpoint,
+        {"undeploy": [None, sorted(row.environment for row in queued)]},
+    )
+    return queued
+
+
+def _follow_up(current: Deployment, user: User, action: str, config: dict[str, Any], line: str) -> Deployment:
+    """A queued operation on the serving endpoint that keeps its release (scale, apply, adopt)."""
+    return Deployment(
+        endpoint_id=current.endpoint_id,
+        build_id=current.build_id,
+        environment=current.environment,
+        provider=current.provider,
+        action=action,
+        status="queued",
+        step="queued",
+        external_id=current.external_id,
+        url=current.url,
+        release=current.release,
+        build_hash=current.build_hash,
+        rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
+        config=config,
+        observed={"drift": list(current.observed.get("drift", []))},
+        created_by=user.username,
+        log=[line],
+    )
+
+
+async def _serving_with_drift(session: AsyncSession, endpoint: Endpoint, environment: str) -> Deployment:
+    await _refuse_if_busy(session, endpoint, environment)
+    current = await current_deployment(session, endpoint.id, environment)
+    if current is None:
+        raise ReleaseConflictError(f"nothing is deployed in {environment}")
+    if not current.observed.get("drift"):
+        raise ReleaseConflictError(f"{environment} serves the stored config; there is no drift to end")
+    return current
+
+
+async def queue_apply_stored(
+    session: AsyncSession, user: User, endpoint: Endpoint, environment: str
+) -> Deployment:
+    """Queue "apply stored config": the provider serves the serving row's snapshot again."""
+    current = await _serving_with_drift(session, endpoint, environment)
+    names = ", ".join(f["name"] for f in current.observed["drift"])
+    row = _follow_up(current, user, "apply", current.config, f"queued: apply the stored config ({names})")
+    session.add(row)
+    await session.flush()
+    await add_audit_event(session, user, "apply-stored", endpoint, {"environment": [None, environment]})
+    return row
+
+
+async def queue_adopt_serving(
+    session: AsyncSession, user: User, endpoint: Endpoint, environment: str
+) -> Deployment:
+    """Queue "adopt serving config": the serving scaling becomes the stored (and desired) one.
+
+    The new entry snapshots the serving values; the endpoint's scaling controls take them too.
+    Env keys and builds cannot be adopted from a provider (it keeps no env values, and a build is
+    a release): for those, deploy or apply the stored config.
+    """
+    current = await _serving_with_drift(session, endpoint, environment)
+    drift = {f["name"]: f["serving"] for f in current.observed["drift"]}
+    scaling = {name: int(value) for name, value in drift.items() if name in SCALING_COLUMNS}
+    if not scaling:
+        raise ReleaseConflictError(
+            f"{environment} differs in {', '.join(drift)}, which only a release changes: deploy, or "
+            "apply the stored config"
+        )
+    fields = {**current.config.get("fields", {}), **scaling}
+    changes = {name: [current.config.get("fields", {}).get(name), value] for name, value in scaling.items()}
+    for name, value in scaling.items():
+        setattr(endpoint, SCALING_COLUMNS[name], value)
+    endpoint.version += 1
+    endpoint.updated_at = utc_now()
+    line = "queued: adopt the serving " + ", ".join(f"{k}={v}" for k, v in scaling.items())
+    row = _follow_up(current, user, "adopt", {**current.config, "fields": fields}, line)
+    session.add(row)
+    await session.flush()
+    await add_audit_event(
+        session, user, "adopt-serving", endpoint, {"environment": [None, environment], **changes}
+    )
+    return row

@@ -255,7 +255,7 @@ class DashboardSettings:
         DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300),
         DASHBOARD_DOCKER_REGISTRY (unset: paste image references; set, e.g. ghcr.io/acme: the worker
         builds and pushes each build's image when a Docker engine answers). RunPod's API base URLs
-        come from the RUNPOD_* variables `podroute.runpod_api.RunPodSettings.from_env` reads.
+        come from the RUNPOD_* variables `podroute.providers.runpod.http.RunPodSettings.from_env` reads.
         """
         env = os.environ if environ is None else environ
         hosts = tuple(

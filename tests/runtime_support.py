@@ -21,7 +21,9 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 from podroute.client import EndpointClient, RetryPolicy
-from podroute.deploy import Deployments, LocalRuntimeProvider
+from podroute.deploy.environments import Environments
+from podroute.project import project_name
+from podroute.providers.local import LocalRuntimeProvider
 from podroute.runtime.gateway import Gateway
 from podroute.runtime.service import RuntimeSettings, create_runtime_app
 from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
@@ -240,8 +242,9 @@ def gateway_ping(url: str, key: str) -> int:
 def deploy(
     project: Path, runtime: Runtime, env: str = "test", *extra: str, key: str = "lab/lab"
 ) -> dict[str, Any]:
-    """`podroute deploy new` (once) and `deploy send` through the CLI; returns the endpoint entry."""
-    if env not in Deployments(project).environments:
+    """`podroute deploy new` (once) and `deploy send` through the CLI; returns the endpoint's id, url
+    and API key, read from the runtime (the CLI keeps no record of endpoints)."""
+    if env not in Environments(project).environments:
         created = run_cli(
             [
                 "deploy",
@@ -258,8 +261,20 @@ def deploy(
     sent = run_cli(["deploy", "send", env, *extra, "--timeout", "60"], project)
     assert sent.returncode == 0, sent.stdout + sent.stderr
     assert "healthy at" in sent.stdout and "curl" in sent.stdout
-    entry: dict[str, Any] = Deployments(project).environments[env]["endpoints"][key]
-    return entry
+    return endpoint_entry(project, runtime, env, key)
+
+
+def endpoint_entry(project: Path, runtime: Runtime, env: str, key: str) -> dict[str, Any]:
+    """The deployed endpoint of `service/resource` in `env`, as the runtime reports it."""
+    service, _, resource = key.partition("/")
+    with runtime.provider() as provider:
+        [endpoint] = [
+            e
+            for e in provider.list_endpoints(project_name(project))
+            if e.target is not None
+            and (e.target.environment, e.target.service, e.target.resource) == (env, service, resource)
+        ]
+        return {"id": endpoint.id, "url": endpoint.url, "api_key": provider.api_key(endpoint.id)}
 
 
 class Load:
@@ -291,5 +306,6 @@ class Load:
 
 def live_workers(runtime: Runtime, endpoint_id: str) -> list[dict[str, Any]]:
     """The endpoint's workers as the runtime reports them."""
-    workers: list[dict[str, Any]] = runtime.provider().status(endpoint_id).status["workers"]
+    with runtime.provider() as provider:
+        workers: list[dict[str, Any]] = provider.status(endpoint_id).details["workers"]
     return workers

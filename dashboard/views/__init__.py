@@ -1,17 +1,17 @@
 """The dashboard's blueprints: auth, endpoints, deployments, metrics, import from code, audit log,
-assets."""
+orphans, assets."""
 
 from __future__ import annotations
 
 from quart import Quart, Response, redirect, send_file, send_from_directory
 from werkzeug.exceptions import NotFound
 
-from dashboard.views import audit, auth, deployments, endpoints, imports, metrics
+from dashboard.views import audit, auth, deployments, endpoints, imports, metrics, orphans
 
 
 def register_blueprints(app: Quart) -> None:
     """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`."""
-    for module in (auth, endpoints, deployments, metrics, imports, audit):
+    for module in (auth, endpoints, deployments, metrics, imports, audit, orphans):
         app.register_blueprint(module.blueprint)
 
     async def vendor(filename: str) -> Response:

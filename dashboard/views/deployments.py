@@ -16,11 +16,9 @@ from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
-from dashboard.celery_app import send
 from dashboard.configs import FIELD_LABELS
 from dashboard.images import ImageError
 from dashboard.models import Build, Deployment, Endpoint
-from dashboard.pipeline import build_result
 from dashboard.queries import (
     active_deployment,
     add_audit_event,
@@ -33,20 +31,29 @@ from dashboard.queries import (
 )
 from dashboard.releases import (
     SCALING_FIELDS,
+    DraftDiffersError,
     ReleaseConflictError,
     ScalingForm,
-    apply_scaling,
+    draft_changes,
     parse_scaling,
+    queue_adopt_serving,
+    queue_apply_stored,
     queue_build,
     queue_deploy,
     queue_rollback,
+    queue_scaling,
     queue_undeploy,
+    queue_undeploy_all_then_delete,
     release_diff,
+    restored_by_rollback,
     set_build_image,
 )
 from dashboard.views.loading import load_endpoint
-from podroute.deploy import DeployError
-from podroute.runpod import image_instructions
+from dashboard.worker.builds import build_result
+from dashboard.worker.celery_app import send
+from dashboard.worker.context import dashboard_provider
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.config import image_instructions
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("deployments", __name__)
@@ -62,19 +69,27 @@ def _environment(name: str) -> str:
     return name
 
 
-async def _enqueue(action: str, row_id: int) -> None:
-    """Send the task; if the broker is down the row stays queued and the status sync resends it."""
+QUEUE_DOWN = (
+    "The task queue did not answer; the task stays queued and is sent again once the Celery "
+    "worker and its broker are back."
+)
+
+
+async def _enqueue(action: str, row_id: int, *, warn: bool = True) -> bool:
+    """Send the task; if the broker is down the row stays queued and the status sync resends it.
+
+    Returns False when the queue did not answer (with `warn`, the page says so in a flash message).
+    """
     try:
         await asyncio.to_thread(send, state().celery, action, row_id)
     except Exception:
         logger.exception(
             "enqueueing failed; the status sync will resend it", extra={"action": action, "id": row_id}
         )
-        await flash(
-            "The task queue did not answer; the task stays queued and is sent again once the Celery "
-            "worker and its broker are back.",
-            "warning",
-        )
+        if warn:
+            await flash(QUEUE_DOWN, "warning")
+        return False
+    return True
 
 
 async def environment_context(endpoint: Endpoint, environment: str) -> dict[str, Any]:
@@ -92,7 +107,19 @@ async def environment_context(endpoint: Endpoint, environment: str) -> dict[str,
         "running": running,
         "latest": latest,
         "history": history,
+        "changes_of": _history_changes(history),
+        "draft_changes": draft_changes(current, endpoint) if current is not None else {},
+        "restored": current is not None and restored_by_rollback(current),
         "example_path": _example_path(current),
+    }
+
+
+def _history_changes(history: list[Deployment]) -> dict[int, dict[str, list[Any]]]:
+    """Row id -> what it changed against the row before it (shown for scaling entries)."""
+    return {
+        row.id: release_diff(history[index + 1], row)
+        for index, row in enumerate(history[:-1])
+        if row.action == "scale"
     }
 
 
@@ -221,12 +248,21 @@ async def environment_status(endpoint_id: int, environment: str) -> Response:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/deploy")
 async def deploy(endpoint_id: int, environment: str) -> Response:
-    """Queue a deployment of the newest build with the current config."""
+    """Queue a deployment of the newest build with the current config.
+
+    After a rollback whose config differs from the draft, it answers 409 with the diff and asks to
+    confirm (`confirm_draft=yes`) before bringing the draft back.
+    """
     endpoint = await load_endpoint(endpoint_id)
     provider = state().settings.provider_of(_environment(environment))
+    confirm = (await request.form).get("confirm_draft") == "yes"
     try:
         async with transaction() as db:
-            row = await queue_deploy(db, current_user(), endpoint, environment, provider)
+            row = await queue_deploy(
+                db, current_user(), endpoint, environment, provider, confirm_draft=confirm
+            )
+    except DraftDiffersError as error:
+        return await _confirm_draft(endpoint, environment, error)
     except ReleaseConflictError as error:
         raise _conflict(error) from None
     await _enqueue("deploy", row.id)
@@ -234,6 +270,13 @@ async def deploy(endpoint_id: int, environment: str) -> Response:
         "deployment queued", extra={"endpoint": endpoint.name, "deployment": row.id, "env": environment}
     )
     return _page_or(await _panel(endpoint, environment, 200), endpoint, f"env-{environment}")
+
+
+async def _confirm_draft(endpoint: Endpoint, environment: str, error: DraftDiffersError) -> Response:
+    context = await environment_context(endpoint, environment)
+    template = "deployments/_environment.html" if htmx.is_htmx() else "deployments/confirm_deploy.html"
+    body = await render_template(template, **context, env=context, confirm_draft=error)
+    return Response(body, status=409)
 
 
 @blueprint.post("/deployments/<int:deployment_id>/rollback")
@@ -316,7 +359,11 @@ async def workers(endpoint_id: int, environment: str) -> Response:
 
 @blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/key")
 async def reveal_key(endpoint_id: int, environment: str) -> str:
-    """Show the environment's API key in the client snippets (on request only; audited)."""
+    """Show the environment's API key in the client snippets (on request only; audited).
+
+    The key is not stored here: the provider gives it back (the local runtime to a holder of its
+    token; RunPod endpoints take the account key, which the snippets name instead).
+    """
     endpoint = await load_endpoint(endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, _environment(environment))
@@ -325,16 +372,77 @@ async def reveal_key(endpoint_id: int, environment: str) -> str:
         await add_audit_event(
             db, current_user(), "reveal-key", endpoint, {"environment": [None, environment]}
         )
+    try:
+        api_key = current.api_key or await asyncio.to_thread(_provider_key, environment, current.external_id)
+    except DeployError as error:
+        raise Conflict(f"the provider did not give the key back: {error}") from None
     context = await environment_context(endpoint, environment)
-    return await render_template("deployments/_snippets.html", env=context, api_key=current.api_key)
+    return await render_template("deployments/_snippets.html", env=context, api_key=api_key)
+
+
+def _provider_key(environment: str, endpoint_id: str) -> str:
+    with dashboard_provider(state().settings, environment) as provider:
+        return str(provider.api_key(endpoint_id))
 
 
 # -- scaling ----------------------------------------------------------------------------------------------
 
 
+@blueprint.post("/endpoints/<int:endpoint_id>/environments/<environment>/drift/<choice>")
+async def end_drift(endpoint_id: int, environment: str, choice: str) -> Response:
+    """End a drift: `apply` serves the stored config again, `adopt` stores the serving one."""
+    endpoint = await load_endpoint(endpoint_id)
+    _environment(environment)
+    queue = {"apply": queue_apply_stored, "adopt": queue_adopt_serving}.get(choice)
+    if queue is None:
+        raise NotFound("a drift ends with 'apply' (the stored config) or 'adopt' (the serving one)")
+    try:
+        async with transaction() as db:
+            stored = await get_endpoint(db, endpoint.id)  # adopting changes the stored scaling
+            if stored is None:
+                raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
+            row = await queue(db, current_user(), stored, environment)
+    except ReleaseConflictError as error:
+        raise _conflict(error) from None
+    await _enqueue("scale", row.id)
+    logger.info(
+        "drift action queued", extra={"endpoint": endpoint.name, "env": environment, "choice": choice}
+    )
+    return _page_or(await _panel(endpoint, environment, 200), endpoint, f"env-{environment}")
+
+
+@blueprint.post("/endpoints/<int:endpoint_id>/undeploy-all-then-delete")
+async def undeploy_all_then_delete(endpoint_id: int) -> Response:
+    """Undeploy every environment; the worker deletes the config once all are confirmed gone."""
+    endpoint = await load_endpoint(endpoint_id)
+    if (await request.form).get("confirm") != "yes":
+        raise BadRequest("confirm on the delete page first")
+    try:
+        async with transaction() as db:
+            stored = await get_endpoint(db, endpoint.id)  # the mark is stored on the row
+            if stored is None:
+                raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
+            rows = await queue_undeploy_all_then_delete(db, current_user(), stored)
+    except ReleaseConflictError as error:
+        raise _conflict(error) from None
+    for row in rows:
+        await _enqueue("undeploy", row.id)
+    logger.info("undeploy all, then delete", extra={"endpoint": endpoint.name, "environments": len(rows)})
+    await flash(
+        f"Undeploying {endpoint.name} everywhere; its configuration is deleted once every provider "
+        "endpoint is confirmed gone.",
+        "success",
+    )
+    location = f"/endpoints/{endpoint.id}"
+    return htmx.redirect(location) if htmx.is_htmx() else redirect(location, 303)  # type: ignore[return-value]
+
+
 @blueprint.post("/endpoints/<int:endpoint_id>/scaling")
 async def scale(endpoint_id: int) -> Response:
-    """Validate and store scaling, then apply it to every live environment at once."""
+    """Validate and store scaling (the desired state), then queue it for every live environment.
+
+    If the task queue is down the change stays saved and the sync applies it once it is back.
+    """
     data = await request.form
     async with transaction() as db:
         endpoint = await get_endpoint(db, endpoint_id)
@@ -350,15 +458,17 @@ async def scale(endpoint_id: int) -> Response:
                 labels=FIELD_LABELS,
             )
             return Response(body, status=422)
-        changes = await apply_scaling(db, current_user(), endpoint, wanted)
-    if changes:
-        await _enqueue("scale", endpoint.id)
-        logger.info("scaling changed", extra={"endpoint": endpoint.name, "fields": sorted(changes)})
+        plan = await queue_scaling(db, current_user(), endpoint, wanted, list(state().settings.environments))
+    sent = [await _enqueue("scale", row.id, warn=False) for row in plan.rows]
+    if plan.changes:
+        logger.info("scaling changed", extra={"endpoint": endpoint.name, "fields": sorted(plan.changes)})
     body = await render_template(
         "deployments/_scaling.html",
         endpoint=endpoint,
         scaling=ScalingForm.of(endpoint),
-        scaling_saved=bool(changes),
+        scaling_saved=bool(plan.changes),
+        queue_down=not all(sent),
+        busy=plan.busy,
         labels=FIELD_LABELS,
     )
     if not htmx.is_htmx():

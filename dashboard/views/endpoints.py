@@ -13,8 +13,8 @@ from werkzeug.exceptions import BadRequest, NotFound
 
 from dashboard import htmx
 from dashboard.app import current_user, state, transaction
-from dashboard.configs import FIELD_LABELS, masked_env
-from dashboard.discovery import DiscoveredResource, DiscoveryError, service_names
+from dashboard.configs import FIELD_LABELS, config_sources, masked_env
+from dashboard.discovery import DiscoveredResource, DiscoveryError
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
 from dashboard.operations import (
@@ -31,11 +31,13 @@ from dashboard.queries import (
     get_endpoint,
     list_audit_events,
     list_endpoints,
+    live_deployments,
 )
 from dashboard.tryit import HTTP_METHODS, AllowedTargets, TryItError, TryItRequest, send
 from dashboard.views.deployments import deploy_context
 from dashboard.views.loading import load_endpoint
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
+from podroute.project import service_names
 
 logger = logging.getLogger("dashboard.endpoints")
 blueprint = Blueprint("endpoints", __name__, url_prefix="/endpoints")
@@ -250,6 +252,7 @@ async def _detail_context(endpoint: Endpoint, route_index: int = 0) -> dict[str,
         "status": status,
         "code": code,
         "code_error": code_error,
+        "sources": config_sources(endpoint, code.config if code is not None else None),
         "events": events,
         "labels": FIELD_LABELS,
         "try": _try_defaults(endpoint, code, route_index),
@@ -339,23 +342,28 @@ async def try_send(endpoint_id: int) -> Response:
 
 @blueprint.get("/<int:endpoint_id>/delete")
 async def confirm_delete(endpoint_id: int) -> str:
-    """Ask before deleting."""
+    """Ask before deleting; with live deployments, list them and offer "undeploy all, then delete"."""
     endpoint = await load_endpoint(endpoint_id)
-    return await render_template("endpoints/delete.html", endpoint=endpoint)
+    async with transaction() as db:
+        live = await live_deployments(db, endpoint.id)
+    return await render_template("endpoints/delete.html", endpoint=endpoint, live=live, refused=False)
 
 
 @blueprint.post("/<int:endpoint_id>/delete")
 async def delete(endpoint_id: int) -> Response:
-    """Delete after confirmation (the form sends `confirm=yes`)."""
+    """Delete after confirmation (`confirm=yes`); 409 with the list while it is deployed anywhere."""
     form = await request.form
     if form.get("confirm") != "yes":
         raise BadRequest("confirm the deletion on the confirmation page first")
+    endpoint = await load_endpoint(endpoint_id)
+    name = endpoint.name
     async with transaction() as db:
-        endpoint = await get_endpoint(db, endpoint_id)
-        if endpoint is None:
-            raise NotFound(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
-        name = endpoint.name
-        await delete_endpoint(db, current_user(), endpoint)
+        live = await live_deployments(db, endpoint.id)
+        if not live:
+            await delete_endpoint(db, current_user(), endpoint)
+    if live:
+        body = await render_template("endpoints/delete.html", endpoint=endpoint, live=live, refused=True)
+        return Response(body, status=409)
     logger.info("endpoint deleted", extra={"endpoint": name, "by": current_user().username})
     await flash(f"Deleted endpoint {name}.", "success")
     return _after_save("/endpoints")

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from dashboard.app import transaction
 from dashboard.htmx import GoneError
-from dashboard.models import Endpoint
-from dashboard.queries import get_endpoint
+from dashboard.models import Endpoint, as_utc
+from dashboard.queries import deletion_event, get_endpoint
 
 
 async def load_endpoint(endpoint_id: int) -> Endpoint:
-    """The endpoint with this id, or 404 saying it does not exist (286 to an htmx widget, so its
-    polling stops)."""
+    """The endpoint with this id, or 404 saying it does not exist and who deleted it, if known
+    (286 to an htmx widget, so its polling stops)."""
     async with transaction() as db:
         endpoint = await get_endpoint(db, endpoint_id)
+        deleted = await deletion_event(db, endpoint_id) if endpoint is None else None
+    if deleted is not None:
+        when = as_utc(deleted.at).strftime("%Y-%m-%d %H:%M UTC")
+        raise GoneError(
+            f"endpoint {endpoint_id} ({deleted.target_name}) is gone: {deleted.username} deleted it on {when}"
+        )
     if endpoint is None:
         raise GoneError(f"endpoint {endpoint_id} does not exist (it may have been deleted)")
     return endpoint

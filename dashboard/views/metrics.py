@@ -21,9 +21,10 @@ from werkzeug.exceptions import NotFound
 from dashboard.app import state, transaction
 from dashboard.charts import Series, render_line_chart
 from dashboard.models import Endpoint
-from dashboard.providers import ProviderSetupError, read_runtime_token
 from dashboard.queries import current_deployment
 from dashboard.views.loading import load_endpoint
+from podroute.providers.base import DeployError
+from podroute.providers.factory import read_runtime_token
 
 blueprint = Blueprint("metrics", __name__)
 
@@ -38,8 +39,8 @@ class RuntimeUnavailableError(Exception):
 async def _runtime_get(path: str, **params: str) -> Any:
     settings = state().settings
     try:
-        token = read_runtime_token(settings)
-    except ProviderSetupError as error:
+        token = settings.runtime_token or read_runtime_token(settings.token_file)
+    except DeployError as error:
         raise RuntimeUnavailableError(str(error)) from None
     try:
         async with httpx.AsyncClient(timeout=10) as client:

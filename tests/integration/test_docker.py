@@ -55,7 +55,7 @@ def test_compose_runs_dashboard_worker_redis_and_runtime() -> None:
     assert {"dashboard", "worker", "redis", "runtime"} <= set(services)
     for name in ("dashboard", "worker", "runtime", "migrate"):
         assert services[name]["build"]["dockerfile"] == "docker/dashboard.Dockerfile"
-    assert services["worker"]["command"][:4] == ["celery", "-A", "dashboard.tasks", "worker"]
+    assert services["worker"]["command"][:4] == ["celery", "-A", "dashboard.worker", "worker"]
     assert services["runtime"]["command"][:3] == ["python", "-m", "podroute"]
     assert services["dashboard"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
     assert services["worker"]["depends_on"]["redis"]["condition"] == "service_healthy"

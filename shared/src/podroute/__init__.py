@@ -11,7 +11,7 @@ async def upper(text: str) -> dict:
     return {"text": text.upper()}
 """
 
-from podroute.app import Mount, create_app
+from podroute.app import create_app
 from podroute.binding import accepts
 from podroute.errors import HTTPError
 from podroute.registry import (
@@ -32,6 +32,7 @@ from podroute.resources import (
     ResourceConfigError,
 )
 from podroute.settings import AppSettings, ServerSettings
+from podroute.state import Mount
 
 __version__ = "0.1.0"
 

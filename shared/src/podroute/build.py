@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import podroute
-from podroute.discovery import DiscoveryError, import_routes, isolated_imports, services_folder
+from podroute.discovery import DiscoveryError, import_routes, isolated_imports
+from podroute.project import service_module, service_names, services_folder
 from podroute.registry import Registry, ResourceEntry
 
 MANIFEST_NAME = "podroute-manifest.json"
@@ -197,11 +198,6 @@ def _members(manifest: dict[str, Any], sources: _Sources) -> dict[str, bytes]:
     return members
 
 
-def _service_module(project: Path, service_dir: Path) -> str:
-    module = ".".join(service_dir.relative_to(project).parts)
-    return f"{module}.endpoint" if (service_dir / "endpoint.py").is_file() else module
-
-
 def _cached_results(service: str, out: Path, fingerprint: str) -> list[BuildResult] | None:
     index = out / service / fingerprint[:16] / "index.json"
     if not index.is_file():
@@ -230,7 +226,7 @@ def build_service(project: Path, service: str, out: Path, progress: Progress = p
         progress(f"{service}: unchanged, using cached build {fingerprint[:12]}")
         return cached
     progress(f"{service}: importing routes")
-    module = _service_module(project, service_dir)
+    module = service_module(project, service)
     registry = Registry()
     with isolated_imports(project):
         import_routes(module, registry)
@@ -260,7 +256,7 @@ def project_services(project: Path) -> list[str]:
     folder = services_folder(project)
     if not folder.is_dir():
         raise BuildError(f"no services folder at {folder}")
-    return sorted(child.name for child in folder.iterdir() if (child / "__init__.py").is_file())
+    return service_names(project)
 
 
 def build_project(

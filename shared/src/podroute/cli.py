@@ -8,23 +8,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from podroute import __version__
+from podroute.cli_deploy_args import add_deploy_commands
 from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
-from podroute.metrics_report import print_logs, print_route_tables
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
 from podroute.server import SERVERS, ServerError, default_worker_server, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
 if TYPE_CHECKING:
-    from podroute.deploy import EndpointInfo
+    from podroute.build import BuildResult
 
 _USER_ERRORS: tuple[type[Exception], ...] = (
     DiscoveryError,
@@ -97,6 +98,9 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument(
         "--project", type=Path, default=Path.cwd(), help="project root (default: current folder)"
     )
+    build.add_argument(
+        "--json", action="store_true", help="print one JSON object per build (for tools) instead of text"
+    )
 
     runtime = commands.add_parser(
         "runtime",
@@ -111,68 +115,7 @@ def _build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--data-dir", type=Path, help="state folder (env PODROUTE_RUNTIME_DIR)")
     runtime.add_argument("--env-mode", choices=("isolated", "shared"), help="worker environments")
 
-    deploy = commands.add_parser("deploy", help="deploy builds to an environment and manage them")
-    actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
-    new = actions.add_parser("new", help="create an environment (a target to deploy to)")
-    new.add_argument("env", help="environment name, e.g. production")
-    new.add_argument(
-        "--provider",
-        choices=("local", "runpod"),
-        default="local",
-        help="local runtime (default) or RunPod (needs RUNPOD_API_KEY)",
-    )
-    new.add_argument(
-        "--runpod-api", choices=("rest", "graphql"), default="rest", help="RunPod API to use (rest)"
-    )
-    new.add_argument(
-        "--runtime-url",
-        default=os.environ.get("PODROUTE_RUNTIME_URL", "http://localhost:8800"),
-        help="local runtime URL (env PODROUTE_RUNTIME_URL)",
-    )
-    new.add_argument(
-        "--token-file",
-        type=Path,
-        default=Path(".podroute/runtime/token"),
-        help="the runtime's token file (or set PODROUTE_RUNTIME_TOKEN)",
-    )
-    send = actions.add_parser("send", help="build and roll out services; succeeds once /ping is 200")
-    send.add_argument("env")
-    send.add_argument("services", nargs="*", metavar="SERVICE", help="services to deploy (default: all)")
-    send.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for health (300)")
-    send.add_argument(
-        "--image",
-        action="append",
-        default=[],
-        metavar="SERVICE/RESOURCE=IMAGE",
-        help="RunPod: the pushed image of a resource's build (repeatable)",
-    )
-    actions.add_parser("list", help="environments and their endpoints")
-    status = actions.add_parser("status", help="workers and recent scaling decisions")
-    status.add_argument("env")
-    rollback = actions.add_parser("rollback", help="serve the previous release again")
-    rollback.add_argument("env")
-    rollback.add_argument("services", nargs="*", metavar="SERVICE", help="default: every endpoint")
-    delete = actions.add_parser("delete", help="delete every endpoint of the environment")
-    delete.add_argument("env")
-    logs = actions.add_parser("logs", help="print (and with -f follow) an endpoint's worker logs")
-    logs.add_argument("env")
-    logs.add_argument("endpoint", help="service/resource, resource name or endpoint id")
-    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    key = actions.add_parser("key", help="print an endpoint's API key")
-    key.add_argument("env")
-    key.add_argument("endpoint", help="service/resource, resource name or endpoint id")
-    for action in (new, send, status, rollback, delete, key, logs):
-        action.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
-    deploy.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
-
-    scale = commands.add_parser("scale", help="change an endpoint's scaling; applies at once")
-    scale.add_argument("endpoint", help="service/resource, resource name or endpoint id")
-    scale.add_argument("--env", help="environment (default: the one holding the endpoint)")
-    scale.add_argument("--min", type=int, dest="workersMin", help="workersMin")
-    scale.add_argument("--max", type=int, dest="workersMax", help="workersMax")
-    scale.add_argument("--idle-timeout", type=int, dest="idleTimeout", help="idleTimeout in seconds")
-    scale.add_argument("--scaler-value", type=int, dest="scalerValue", help="requests per worker")
-    scale.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
+    add_deploy_commands(commands)
     return parser
 
 
@@ -227,7 +170,7 @@ def _user_errors(command: str) -> tuple[type[Exception], ...]:
 
         errors += (BuildError,)
     if command in _DEPLOYING_COMMANDS:
-        from podroute.deploy import DeployError
+        from podroute.providers.base import DeployError
 
         errors += (DeployError,)
     return errors
@@ -236,10 +179,29 @@ def _user_errors(command: str) -> tuple[type[Exception], ...]:
 def _build(args: argparse.Namespace) -> int:
     from podroute.build import build_project
 
-    for result in build_project(args.project, args.services, progress=_progress):
+    results = build_project(args.project, args.services, progress=_progress)
+    if args.json:
+        print(json.dumps({"builds": [build_record(result) for result in results]}, indent=2))
+        return 0
+    for result in results:
         origin = "cached" if result.cached else "built"
         print(f"{result.service}/{result.resource}: {origin} {result.sha256[:12]}  {result.artifact}")
     return 0
+
+
+def build_record(result: BuildResult) -> dict[str, Any]:
+    """What `podroute build --json` prints for one build: everything a tool needs, no parsing."""
+    return {
+        "service": result.service,
+        "resource": result.resource,
+        "sha256": result.sha256,
+        "cached": result.cached,
+        "artifact": str(result.artifact),
+        "directory": str(result.directory),
+        "compute": result.manifest.get("compute"),
+        "target": result.manifest.get("target"),
+        "resource_config": result.manifest.get("resource"),
+    }
 
 
 def _runtime(args: argparse.Namespace) -> int:
@@ -269,118 +231,15 @@ def _runtime(args: argparse.Namespace) -> int:
 
 
 def _deploy(args: argparse.Namespace) -> int:
-    from podroute.build import build_project
-    from podroute.deploy import DeployError, Deployments, find_endpoint, provider_for, send
-    from podroute.runpod_api import RunPodSettings
+    from podroute.cli_deploy import run_deploy
 
-    project = args.project.resolve()
-    deployments = Deployments(project)
-    if args.action == "new":
-        if args.env in deployments.environments:
-            raise DeployError(
-                f"environment {args.env!r} already exists; "
-                f"deploy to it with 'podroute deploy send {args.env}'"
-            )
-        if args.provider == "runpod":
-            RunPodSettings.from_env()  # fails now, not at the first deploy, when there is no key
-            deployments.environments[args.env] = {
-                "provider": "runpod",
-                "api": args.runpod_api,
-                "endpoints": {},
-            }
-            deployments.save()
-            print(
-                f"environment {args.env!r} created (RunPod, {args.runpod_api} API); "
-                f"next: podroute deploy send {args.env} --image SERVICE/RESOURCE=IMAGE"
-            )
-            return 0
-        token_file = args.token_file if args.token_file.is_absolute() else project / args.token_file
-        deployments.environments[args.env] = {
-            "provider": "local",
-            "runtime_url": args.runtime_url,
-            "token_file": str(token_file),
-            "endpoints": {},
-        }
-        deployments.save()
-        print(
-            f"environment {args.env!r} created (local runtime {args.runtime_url}); "
-            f"next: podroute deploy send {args.env}"
-        )
-    elif args.action == "send":
-        images = deployments.environment(args.env).setdefault("images", {})
-        for item in args.image:
-            key, _, image = item.partition("=")
-            if not image:
-                raise DeployError(f"--image {item!r}: write SERVICE/RESOURCE=IMAGE")
-            images[key] = image
-        builds = build_project(project, args.services, progress=_progress)
-        for key, info in send(deployments, args.env, builds, args.timeout, _progress):
-            print(f"{key}: healthy at {info.url}")
-            print(f"  try: {_curl_example(args.env, key, info)}")
-    elif args.action == "list":
-        for name, environment in deployments.environments.items():
-            print(f"{name} ({environment['provider']} {environment.get('runtime_url', 'RunPod')})")
-            for key, entry in environment.get("endpoints", {}).items():
-                print(f"  {key}: {entry['id']} {entry['url']} build {entry.get('build', '?')[:12]}")
-    elif args.action == "status":
-        provider = provider_for(deployments.environment(args.env))
-        for key, entry in deployments.environment(args.env).get("endpoints", {}).items():
-            status = provider.status(entry["id"]).status
-            states = ", ".join(f"{n} {s}" for s, n in sorted(status["counts"].items())) or "no workers"
-            print(
-                f"{key}: {entry['url']}  desired {status['desired']}, {states}, "
-                f"{status['inflight']} in flight"
-            )
-            for decision in status["decisions"][-5:]:
-                print(f"    {decision['action']}: {decision['reason']}")
-            print_route_tables(deployments.environment(args.env), entry["id"])
-    elif args.action == "rollback":
-        environment = deployments.environment(args.env)
-        provider = provider_for(environment)
-        for key, entry in environment.get("endpoints", {}).items():
-            if not args.services or key.split("/")[0] in args.services:
-                info = provider.rollback(entry["id"])
-                entry["build"] = info.status["build"]
-                print(f"{key}: rolled back to build {info.status['build'][:12]}")
-        deployments.save()
-    elif args.action == "delete":
-        environment = deployments.environment(args.env)
-        provider = provider_for(environment)
-        for key, entry in environment.get("endpoints", {}).items():
-            provider.delete(entry["id"])
-            print(f"{key}: endpoint {entry['id']} deleted")
-        del deployments.environments[args.env]
-        deployments.save()
-    elif args.action == "logs":
-        _, entry, _ = find_endpoint(deployments, args.env, args.endpoint)
-        print_logs(deployments.environment(args.env), entry["id"], args.follow)
-    else:
-        _, entry, _ = find_endpoint(deployments, args.env, args.endpoint)
-        print(entry["api_key"])
-    return 0
-
-
-def _curl_example(env_name: str, key: str, info: EndpointInfo) -> str:
-    routes = info.status.get("routes") or [{"method": "GET", "path": "/ping"}]
-    route = next((r for r in routes if r["method"] == "GET" and "{" not in r["path"]), routes[0])
-    auth = f'-H "Authorization: Bearer $(podroute deploy key {env_name} {key})"'
-    body = "" if route["method"] == "GET" else " -H 'Content-Type: application/json' -d '{...}'"
-    return f"curl -X {route['method']} {auth}{body} {info.url}{route['path']}"
+    return run_deploy(args)
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from podroute.deploy import DeployError, Deployments, find_endpoint, provider_for
+    from podroute.cli_deploy import run_scale
 
-    deployments = Deployments(args.project.resolve())
-    env_name, entry, key = find_endpoint(deployments, args.env, args.endpoint)
-    scaling = {k: getattr(args, k) for k in ("workersMin", "workersMax", "idleTimeout", "scalerValue")}
-    scaling = {k: v for k, v in scaling.items() if v is not None}
-    if not scaling:
-        raise DeployError("nothing to change: pass --min, --max, --idle-timeout or --scaler-value")
-    info = provider_for(deployments.environment(env_name)).scale(entry["id"], scaling)
-    applied = ", ".join(f"{k}={v}" for k, v in info.status["scaling"].items())
-    print(f"{key}: {applied}")
-    return 0
+    return run_scale(args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from quart import Quart, Response
 
-from podroute.app import Mount, create_app, podroute_state
+from podroute.app import create_app, podroute_state
 from podroute.discovery import Service, discover_services
 from podroute.openapi import build_openapi
 from podroute.registry import Registry
 from podroute.settings import AppSettings
+from podroute.state import Mount
 
 DEV_TITLE = "PodRoute dev server"
 _IGNORED_DIRS = frozenset({".git", ".nox", ".venv", "venv", "node_modules", "__pycache__", ".podroute"})

@@ -1,8 +1,6 @@
 """Finding routes in user code: a `MODULE[:RESOURCE]` target, or every service of a project.
 
-A project keeps its services in a folder (default `services/`, or `[tool.podroute] services` in the
-project's `pyproject.toml`); each sub-package is one service, and its routes are declared in its
-`endpoint` module (or the package itself when it has none).
+What a service is, and where a project keeps them, is `podroute.project`'s rule.
 """
 
 from __future__ import annotations
@@ -10,13 +8,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
-import tomllib
 import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from podroute.project import service_module, service_names, services_folder
 from podroute.registry import Registry, ResourceEntry, use_registry
 from podroute.resources import Resource
 
@@ -89,16 +87,6 @@ def load_target(target: str, registry: Registry | None = None) -> tuple[Resource
     return entries[0].resource, registry
 
 
-def services_folder(project: Path) -> Path:
-    """The folder holding the project's services (`[tool.podroute] services`, default 'services')."""
-    pyproject = project / "pyproject.toml"
-    folder = "services"
-    if pyproject.is_file():
-        config = tomllib.loads(pyproject.read_text()).get("tool", {}).get("podroute", {})
-        folder = str(config.get("services", folder))
-    return project / folder
-
-
 def _forget_modules_from_elsewhere(package: str, project: Path) -> None:
     """Drop cached modules of `package` that were imported from another project folder."""
     for name, module in list(sys.modules.items()):
@@ -151,19 +139,15 @@ def discover_services(project: Path, registry: Registry) -> list[Service]:
     folder = services_folder(project)
     if not folder.is_dir():
         raise DiscoveryError(f"no services folder at {folder}; create it or set [tool.podroute] services")
-    package = prepare_imports(project)
+    prepare_imports(project)
     services = []
-    for child in sorted(folder.iterdir()):
-        if not (child / "__init__.py").is_file():
-            continue
-        module = f"{package}.{child.name}"
-        if (child / "endpoint.py").is_file():
-            module += ".endpoint"
+    for name in service_names(project):
+        module = service_module(project, name)
         before = {e.resource.name for e in registry}
         import_routes(module, registry)
         entries = tuple(e for e in registry if e.resource.name not in before)
         if entries:
-            services.append(Service(child.name, module, entries))
+            services.append(Service(name, module, entries))
     if not services:
         raise DiscoveryError(f"no service in {folder} declares routes; add @remote functions")
     return services

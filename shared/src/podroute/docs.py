@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import orjson
 from quart import Quart, Response, send_from_directory
 from werkzeug.exceptions import NotFound
 
-if TYPE_CHECKING:
-    from podroute.app import PodRouteState
+from podroute.state import PodRouteState
 
 _OWN_STATIC = Path(__file__).parent / "static"
 _SWAGGER_FILES = frozenset({"swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png"})

@@ -8,47 +8,10 @@ Only the local runtime records per-route metrics; for RunPod environments the ta
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
-import orjson
-
-from podroute.deploy import DeployError, ProviderUnavailableError
-
-
-class _RuntimeMetrics:
-    """GETs against a local runtime's observability API."""
-
-    def __init__(self, environment: Mapping[str, Any]) -> None:
-        self.base = str(environment["runtime_url"]).rstrip("/")
-        token = Path(str(environment["token_file"])).read_text().strip()
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def get(self, path: str, **params: str) -> Any:
-        try:
-            response = httpx.get(
-                f"{self.base}/control{path}", params=params, headers=self.headers, timeout=30
-            )
-        except httpx.TransportError as error:
-            raise ProviderUnavailableError(
-                f"cannot reach the local runtime at {self.base} ({error})"
-            ) from None
-        if response.status_code != 200:
-            raise DeployError(f"the runtime answered {response.status_code}: {response.text[:300]}")
-        return response.json()
-
-    def follow(self, path: str, **params: str) -> Iterator[dict[str, Any]]:
-        # the runtime sends a keep-alive comment every 15 s: a 60 s read timeout means it is gone
-        timeout = httpx.Timeout(30, read=60)
-        with httpx.stream(
-            "GET", f"{self.base}/control{path}", params=params, headers=self.headers, timeout=timeout
-        ) as response:
-            for line in response.iter_lines():
-                if line.startswith("data: "):
-                    entry: dict[str, Any] = orjson.loads(line[6:])
-                    yield entry
+from podroute.providers.base import Provider
 
 
 def _ms(seconds: float | None) -> str:
@@ -78,26 +41,19 @@ def format_route_table(summary: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def print_route_tables(
-    environment: Mapping[str, Any], endpoint_id: str, emit: Callable[[str], None] = print
-) -> None:
+def print_route_tables(provider: Provider, endpoint_id: str, emit: Callable[[str], None] = print) -> None:
     """Print an endpoint's per-route table for the last 15 minutes."""
-    if environment.get("provider") != "local":
+    summary = provider.route_metrics(endpoint_id, "15m")
+    if summary is None:
         emit("    per-route metrics: recorded by the local runtime only (see README, 'On RunPod')")
         return
-    summary = _RuntimeMetrics(environment).get(f"/endpoints/{endpoint_id}/metrics", window="15m")
     for line in format_route_table(summary):
         emit(line)
 
 
 def print_logs(
-    environment: Mapping[str, Any], endpoint_id: str, follow: bool, emit: Callable[[str], None] = print
+    provider: Provider, endpoint_id: str, follow: bool, emit: Callable[[str], None] = print
 ) -> None:
     """Print the endpoint's recent worker log lines; with `follow`, keep printing new ones."""
-    if environment.get("provider") != "local":
-        raise DeployError("worker logs are kept by the local runtime; on RunPod use its console")
-    runtime = _RuntimeMetrics(environment)
-    path = f"/endpoints/{endpoint_id}/logs"
-    entries = runtime.follow(path, follow="1") if follow else iter(runtime.get(path)["lines"])
-    for entry in entries:
+    for entry in provider.worker_logs(endpoint_id, follow):
         emit(f"{entry['worker']}  {entry['line']}")

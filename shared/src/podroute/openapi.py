@@ -5,16 +5,14 @@ from __future__ import annotations
 import inspect
 import typing
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
 from podroute.binding import body_decoders
 from podroute.errors import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA, problem_body
 from podroute.registry import Route
-
-if TYPE_CHECKING:
-    from podroute.app import BoundRoute, PodRouteState
+from podroute.state import BoundRoute, PodRouteState
 
 OPENAPI_VERSION = "3.1.0"
 _REF_TEMPLATE = "#/components/schemas/{model}"

@@ -16,7 +16,7 @@ from tests.e2e.dashboard.processes import start, stop
 
 ROOT = Path(__file__).resolve().parents[3]
 
-from dashboard.testing import strict, write_demo_project  # noqa: E402
+from tests.support.dashboard import strict, write_demo_project  # noqa: E402
 
 ADMIN_PASSWORD = "e2e-admin-password"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
@@ -42,7 +42,7 @@ def demo_service(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         "from pathlib import Path\n"
         "from hypercorn.asyncio import serve\n"
         "from hypercorn.config import Config\n"
-        "from dashboard.testing import load_demo_app\n"
+        "from tests.support.dashboard import load_demo_app\n"
         "config = Config(); config.bind = ['127.0.0.1:0']\n"
         "asyncio.run(serve(load_demo_app(Path(sys.argv[1])), config))\n"
     )

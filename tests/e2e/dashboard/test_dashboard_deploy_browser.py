@@ -152,9 +152,7 @@ def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack
             thread.join(60)
     page.screenshot(path=str(artifacts / "deploy-scaled.png"), full_page=True)
     assert (
-        runtime.provider()
-        .status(production.get_attribute("data-external-id") or "")
-        .status["scaling"]["workersMax"]
+        runtime.provider().status(production.get_attribute("data-external-id") or "").serving["workersMax"]
         == 2
     )
 

@@ -25,7 +25,7 @@ from dashboard.db import alembic_config, create_engine, create_sessions  # noqa:
 from dashboard.queries import add_user  # noqa: E402
 from dashboard.security import hash_password  # noqa: E402
 from dashboard.settings import DashboardSettings  # noqa: E402
-from dashboard.testing import (  # noqa: E402
+from tests.support.dashboard import (  # noqa: E402
     create_scratch_database,
     drop_scratch_database,
     postgres_admin_url,

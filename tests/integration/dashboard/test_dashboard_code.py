@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from dashboard.app import create_app
-from dashboard.testing import live_server, load_demo_app, write_demo_project
+from tests.support.dashboard import live_server, load_demo_app, write_demo_project
 
 
 async def import_all(web) -> str:

@@ -17,12 +17,16 @@ import httpx
 import pytest
 import redis
 
+from dashboard.configs import desired_config
 from dashboard.db import create_sync_sessions
 from dashboard.models import Build, Deployment
-from dashboard.providers import RuntimeProvider
-from dashboard.testing import strict
+from dashboard.worker.builds import build_result
+from podroute.deploy.model import Target, endpoint_name
+from podroute.project import project_name
+from podroute.providers.local import LocalRuntimeProvider
 from tests.integration.dashboard.celery_support import CeleryWorker, worker_env
 from tests.runtime_support import Runtime, make_lab_project, runtime_process
+from tests.support.dashboard import strict
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -109,12 +113,28 @@ def rows(settings, model: Any = Deployment) -> list[Any]:
         return list(session.query(model).order_by(model.id))
 
 
-def provider(runtime: Runtime) -> RuntimeProvider:
-    return RuntimeProvider(runtime.url, runtime.token)
+def provider(runtime: Runtime) -> LocalRuntimeProvider:
+    return LocalRuntimeProvider(runtime.url, runtime.token)
 
 
-def health(row: Deployment) -> dict[str, Any]:
-    headers = {"Authorization": f"Bearer {row.api_key}"}
+def target(settings, environment: str) -> Target:
+    """The control plane's target of the lab service in an environment."""
+    return Target(project_name(settings.project_dir), environment, "lab", "lab")
+
+
+def named(runtime: Runtime, name: str) -> list[str]:
+    """Ids of the runtime's endpoints called `name` (the one naming rule makes it one at most)."""
+    with provider(runtime) as runtime_provider:
+        return [e.id for e in runtime_provider.list_endpoints() if e.name == name]
+
+
+def health(row: Deployment, runtime: Runtime | None = None) -> dict[str, Any]:
+    """GET /health through the gateway with the endpoint's key, which the runtime gives back."""
+    key = row.api_key
+    if runtime is not None:
+        with provider(runtime) as runtime_provider:
+            key = runtime_provider.api_key(row.external_id)
+    headers = {"Authorization": f"Bearer {key}"}
     response = httpx.get(f"{row.url}/health", headers=headers, timeout=30)
     assert response.status_code == 200, response.text
     return response.json()
@@ -133,22 +153,26 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
     assert settings.celery_broker_url.startswith("sqla+sqlite:///") and settings.uses_embedded_broker
     assert not any(key in worker_env(settings) for key in ("REDIS_URL", "CELERY_BROKER_URL"))
     endpoint_id = await import_lab(web)
-    name = "podroute-lab-production"
+    name = endpoint_name(target(settings, "production"))
     await build(web, endpoint_id)
 
-    # An endpoint left by a crashed attempt (same name, key never recorded) is replaced, not kept.
-    built = rows(settings, Build)[-1]
-    from dashboard.pipeline import build_result
-
-    runtime_provider = provider(runtime)
-    runtime_provider.upload(build_result(built))
-    orphan = runtime_provider.create(build_result(built), name, {})
+    # An endpoint left by a crashed attempt (same name and marker, never recorded) is resumed: the
+    # rollout finds it by name and marker and lands on it, so there is still exactly one.
+    built = build_result(rows(settings, Build)[-1])
+    with provider(runtime) as runtime_provider:
+        runtime_provider.upload(built)
+        left = runtime_provider.create(
+            target(settings, "production"),
+            built,
+            desired_config({"fields": {}, "env": {}}, built.manifest["resource"]),
+            deployed_by="dashboard:crashed",
+        )
     panel = await deploy(web, endpoint_id)
-    assert 'data-status="ready"' in panel and "left by an attempt" in panel
+    assert 'data-status="ready"' in panel and "rolling endpoint" in panel
     first = rows(settings)[-1]
-    assert [e.id for e in provider(runtime).find(name)] == [first.external_id] != [orphan.id]
-    assert health(first)["version"] == 1
-    assert first.api_key not in panel  # keys stay out of pages until revealed
+    assert named(runtime, name) == [first.external_id] == [left.id]
+    assert health(first, runtime)["version"] == 1
+    assert first.api_key == ""  # no tool stores endpoint keys any more: the runtime gives them back
 
     # Scaling applies to the live endpoint at once and is audited.
     response = await web.post(
@@ -157,9 +181,7 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
         htmx=True,
     )
     assert response.status_code == 200 and "Scaling saved" in await response.get_data(as_text=True)
-    wait_until(
-        lambda: provider(runtime).status(first.external_id).status["scaling"]["workersMax"] == 2, 30, "scale"
-    )
+    wait_until(lambda: provider(runtime).status(first.external_id).serving["workersMax"] == 2, 30, "scale")
     assert ">scale<" in await web.text("/audit")
     bad = await web.post(
         f"/endpoints/{endpoint_id}/scaling",
@@ -174,7 +196,7 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
     await build(web, endpoint_id)
     await deploy(web, endpoint_id)
     second = rows(settings)[-1]
-    assert second.external_id == first.external_id and health(second)["version"] == 2
+    assert second.external_id == first.external_id and health(second, runtime)["version"] == 2
     diff = await web.text(f"/deployments/{first.id}/diff")
     old_hash, new_hash = (b.artifact_hash[:12] for b in rows(settings, Build))
     assert old_hash != new_hash and old_hash in diff and new_hash in diff
@@ -184,7 +206,7 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
     panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production")
     assert 'data-status="ready"' in panel and "rollback to #" in panel
     assert len(rows(settings, Build)) == builds_before
-    wait_until(lambda: health(rows(settings)[-1])["version"] == 1, 30, "the old release to serve")
+    wait_until(lambda: health(rows(settings)[-1], runtime)["version"] == 1, 30, "the old release to serve")
 
     # Undeploy asks first, then leaves nothing running.
     assert "Undeploy lab from production?" in await web.text(
@@ -196,8 +218,14 @@ async def test_embedded_broker_pipeline_build_deploy_scale_rollback_undeploy(web
     assert response.status_code == 303
     panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production")
     assert 'data-status="deleted"' in panel
-    assert provider(runtime).find(name) == []
-    assert [r.status for r in rows(settings)] == ["ready", "ready", "ready", "deleted"]
+    assert named(runtime, name) == []
+    assert [(r.action, r.status) for r in rows(settings)] == [
+        ("deploy", "ready"),
+        ("scale", "ready"),
+        ("deploy", "ready"),
+        ("rollback", "ready"),
+        ("undeploy", "deleted"),
+    ]
 
 
 async def test_deploy_is_refused_without_a_build_and_state_changes_need_csrf(web, settings, worker):
@@ -250,12 +278,12 @@ async def test_redis_broker_pipeline(redis_web, redis_settings, tmp_path, runtim
         panel = await deploy(redis_web, endpoint_id, "staging")
         assert 'data-status="ready"' in panel
         row = rows(redis_settings)[-1]
-        assert health(row)["status"] == "healthy"
+        assert health(row, runtime)["status"] == "healthy"
         await redis_web.post(f"/endpoints/{endpoint_id}/environments/staging/undeploy", {"confirm": "yes"})
         assert 'data-status="deleted"' in await poll(
             redis_web, f"/endpoints/{endpoint_id}/environments/staging"
         )
-        assert provider(runtime).find("podroute-lab-staging") == []
+        assert named(runtime, endpoint_name(target(redis_settings, "staging"))) == []
     finally:
         started.stop()
 
@@ -289,6 +317,6 @@ async def test_worker_killed_mid_deploy_is_redelivered_and_finishes_once(web, se
     done = rows(settings)[-1]
     assert done.id == killed.id and done.status == "ready", done.log
     assert done.attempts == 2 and "resum" in panel
-    assert [e.id for e in provider(runtime).find("podroute-lab-production")] == [killed.external_id]
-    assert health(done)["status"] == "healthy"
+    assert named(runtime, endpoint_name(target(settings, "production"))) == [killed.external_id]
+    assert health(done, runtime)["status"] == "healthy"
     provider(runtime).delete(done.external_id)

@@ -25,7 +25,10 @@ TABLES = {
     "builds",
     "deployments",
     "user_sessions",
+    "orphan_endpoints",
+    "sync_lock",
 }
+HEAD = "0006_dashsec"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -71,11 +74,15 @@ async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(database_url):
 
 async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "upgrade", "0001")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "user_sessions"}
+    added_later = {"builds", "deployments", "user_sessions", "orphan_endpoints", "sync_lock"}
+    assert await _inspect(database_url, _tables) == TABLES - added_later
     await _alembic(database_url, "upgrade", "head")
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"user_sessions"}
     assert "ix_audit_events_target" not in await _inspect(database_url, _audit_indexes)
+    await _alembic(database_url, "downgrade", "-1")
+    assert {"orphan_endpoints", "sync_lock"} & await _inspect(database_url, _tables) == set()
+    assert "release" not in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert "image" not in await _inspect(database_url, _build_columns)
@@ -83,9 +90,10 @@ async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "downgrade", "-1")
     assert "lease_until" not in await _inspect(database_url, _deployment_columns)
     await _alembic(database_url, "downgrade", "-1")
-    assert await _inspect(database_url, _tables) == TABLES - {"builds", "deployments", "user_sessions"}
+    assert await _inspect(database_url, _tables) == TABLES - added_later
     await _alembic(database_url, "upgrade", "head")
     assert "ix_audit_events_target" in await _inspect(database_url, _audit_indexes)
+    assert "release" in await _inspect(database_url, _deployment_columns)
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
@@ -107,15 +115,13 @@ async def test_app_refuses_a_database_behind_head(tmp_path, demo_project, make_s
     settings = make_settings(tmp_path, demo_project)
     await _alembic(settings.url, "upgrade", "0001")
     app = create_app(settings)
-    with pytest.raises(
-        LifespanError, match=r"newest migration 0005_dashsec\): run `python -m dashboard migrate`"
-    ):
+    with pytest.raises(LifespanError, match=rf"newest migration {HEAD}\): run `python -m dashboard migrate`"):
         async with app.test_app():
             pass
     engine = create_engine(settings.url)
     status = await schema_status(engine)
     await engine.dispose()
-    assert status.current == ("0001",) and status.heads == head_revisions() == ("0005_dashsec",)
+    assert status.current == ("0001",) and status.heads == head_revisions() == (HEAD,)
 
 
 async def test_app_refuses_an_empty_database(tmp_path, demo_project, make_settings):
@@ -147,3 +153,52 @@ async def test_the_app_works_on_postgresql(
             assert too_big.status_code == 422
     finally:
         await _alembic(postgres_url, "downgrade", "base")
+
+
+def _execute(statements):
+    def run(connection):
+        for statement in statements:
+            connection.exec_driver_sql(statement)
+        connection.commit()
+
+    return run
+
+
+def _endpoint_ids(connection):
+    return [row[0] for row in connection.exec_driver_sql("SELECT id FROM endpoints ORDER BY id")]
+
+
+async def test_upgrading_an_existing_sqlite_database_never_reuses_a_deleted_id(
+    tmp_path, demo_project, make_settings, make_web, endpoint_form
+):
+    """A database from before AUTOINCREMENT: endpoint 7 was deleted (only the audit log remembers it),
+    endpoint 3 exists. After the migration the next endpoint gets 8, not 4 or 7."""
+    settings = make_settings(tmp_path, demo_project, admin_password="migrate-admin-pass")
+    await _alembic(settings.url, "upgrade", "0004")
+    endpoint = (
+        "INSERT INTO endpoints (id, name, service, resource, compute, image_name, gpus, gpu_count, "
+        "min_cuda_version, instance_ids, workers_min, workers_max, idle_timeout, scaler_value, "
+        "execution_timeout_ms, flashboot, locations, network_volume_id, version, created_at, updated_at) "
+        "VALUES ({id}, '{name}', '', '', 'cpu', '', '[]', 1, '12.8', '[]', 0, 1, 60, 4, 0, 1, '[]', '', 1, "
+        "'2026-01-01', '2026-01-01')"
+    )
+    await _inspect(
+        settings.url,
+        _execute(
+            [
+                endpoint.format(id=3, name="kept"),
+                endpoint.format(id=7, name="reuse-a"),
+                "INSERT INTO audit_events (at, username, action, target_type, target_id, target_name, "
+                "changes) VALUES ('2026-01-01', 'alice', 'create', 'endpoint', 7, 'reuse-a', '{}')",
+                "DELETE FROM endpoints WHERE id = 7",
+            ]
+        ),
+    )
+    await _alembic(settings.url, "upgrade", "head")
+    app = create_app(settings)
+    async with app.test_app() as test_app:
+        web = make_web(test_app.test_client())
+        assert (await web.login("admin", "migrate-admin-pass")).status_code == 303
+        created = await web.post("/endpoints", endpoint_form(name="reuse-b"))
+        assert created.status_code == 303
+    assert await _inspect(settings.url, _endpoint_ids) == [3, 8]

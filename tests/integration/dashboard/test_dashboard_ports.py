@@ -14,7 +14,7 @@ from quart import Quart
 
 from dashboard.app import create_app
 from dashboard.settings import DashboardSettings
-from dashboard.testing import live_server
+from tests.support.dashboard import live_server
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = "integration-test-secret-key-that-is-long-enough"

@@ -20,6 +20,7 @@ import pytest
 from dashboard.app import create_app
 from dashboard.models import Build
 from dashboard.settings import DashboardSettings
+from podroute.deploy.model import endpoint_name
 from tests.fake_runpod import API_KEY, FakeRunPod, fake_runpod_server
 from tests.integration.dashboard.celery_support import CeleryWorker
 from tests.integration.dashboard.test_dashboard_deploys import (
@@ -30,6 +31,7 @@ from tests.integration.dashboard.test_dashboard_deploys import (
     import_lab,
     poll,
     rows,
+    target,
     wait_until,
 )
 from tests.runtime_support import make_lab_project
@@ -145,7 +147,8 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
         panel = await deploy(web, endpoint_id, "production")
         assert 'data-status="ready"' in panel, panel
         first = rows(settings)[-1]
-        assert own(fake, "podroute-lab-production") == [first.external_id]
+        production = endpoint_name(target(settings, "production"))
+        assert own(fake, production) == [first.external_id]
         assert fake.endpoints[first.external_id].image == IMAGE_1
         assert first.api_key == "" and API_KEY not in panel  # the account key is never stored or shown
         assert 'os.environ["RUNPOD_API_KEY"]' in panel and "Reveal API key" not in panel
@@ -179,7 +182,8 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
         panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production")
         assert 'data-status="ready"' in panel and "rollback to #" in panel
         assert fake.endpoints[first.external_id].image == IMAGE_1
-        assert own(fake, "podroute-lab-production") == [first.external_id]
+        production = endpoint_name(target(settings, "production"))
+        assert own(fake, production) == [first.external_id]
         assert len(rows(settings, Build)) == 2
 
         # Staging: the worker is SIGKILLed while the deploy waits for readiness; another finishes it.
@@ -196,7 +200,7 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
         done = rows(settings)[-1]
         assert done.id == killed.id and done.status == "ready", done.log
         assert done.attempts == 2 and "resum" in panel
-        assert own(fake, "podroute-lab-staging") == [killed.external_id]
+        assert own(fake, endpoint_name(target(settings, "staging"))) == [killed.external_id]
         assert fake.endpoints[killed.external_id].image == IMAGE_2
 
         # Two environments, two endpoints: each was created once (the lost answer was adopted).
@@ -213,7 +217,8 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
             assert response.status_code == 303
             panel = await poll(web, f"/endpoints/{endpoint_id}/environments/{environment}")
             assert 'data-status="deleted"' in panel, panel
-        assert fake.lb_endpoints() == [] and templates_of(fake, "podroute-lab-") == []
+        prefix = production.removesuffix("-production-lab")
+        assert fake.lb_endpoints() == [] and templates_of(fake, prefix) == []
         assert fake.unsafe_deletes == []  # scaled to zero before each delete
     finally:
         worker.stop()
@@ -221,6 +226,7 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
     final = [(r.environment, r.action, r.status) for r in rows(settings)]
     assert final == [
         ("production", "deploy", "ready"),
+        ("production", "scale", "ready"),
         ("production", "deploy", "ready"),
         ("production", "rollback", "ready"),
         ("staging", "deploy", "ready"),

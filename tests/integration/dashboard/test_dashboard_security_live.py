@@ -20,7 +20,7 @@ import pytest
 from quart import Quart
 
 from dashboard.app import create_app
-from dashboard.testing import live_server
+from tests.support.dashboard import live_server
 
 ROOT = Path(__file__).resolve().parents[3]
 PASSWORD = "correct horse battery"

@@ -83,6 +83,22 @@ def test_cli_build_reports_each_resource(project: Path) -> None:
     )
 
 
+def test_cli_build_json_is_machine_readable(project: Path) -> None:
+    result = run_cli(["build", "--json"], project)
+    assert result.returncode == 0, result.stderr
+    [build] = json.loads(result.stdout)["builds"]
+    assert (build["service"], build["resource"], build["cached"], build["compute"]) == (
+        "lab",
+        "lab",
+        False,
+        "cpu",
+    )
+    assert Path(build["artifact"]).is_file() and len(build["sha256"]) == 64
+    assert build["resource_config"]["workersMax"] == 3
+    again = json.loads(run_cli(["build", "lab", "--json"], project).stdout)["builds"]
+    assert again[0]["cached"] is True and again[0]["sha256"] == build["sha256"]
+
+
 def test_clear_errors(project: Path, tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="unknown service.*nope.*the project has: lab"):
         build_project(project, ["nope"], out=tmp_path / "x", progress=lambda _: None)

@@ -13,28 +13,35 @@ import pytest
 
 from podroute.build import BuildResult
 from podroute.client import RetryPolicy
-from podroute.deploy import (
-    DeployError,
-    Deployments,
-    EndpointNotFoundError,
-    ProviderUnavailableError,
-    provider_for,
-    send,
-)
-from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
-from podroute.runpod import RunPodProvider
-from podroute.runpod_api import (
-    EndpointConfig,
-    RestV2Api,
+from podroute.deploy.environments import Environments
+from podroute.deploy.model import DesiredConfig, Target, endpoint_name, resolve_config
+from podroute.deploy.rollout import find_endpoint, roll_out
+from podroute.providers.base import DeployError, EndpointNotFoundError, ProviderUnavailableError
+from podroute.providers.factory import provider_for
+from podroute.providers.runpod.http import (
     RunPodApiError,
     RunPodAuthError,
     RunPodSettings,
     RunPodUnavailableError,
-    TemplateSpec,
 )
+from podroute.providers.runpod.provider import RunPodProvider
+from podroute.providers.runpod.records import EndpointConfig, TemplateSpec
+from podroute.providers.runpod.rest import RestV2Api
+from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 from tests.fake_runpod import API_KEY, FakeRunPod, fake_runpod_server
 
 APIS = ["rest", "graphql"]
+TARGET = Target("acme", "prod", "svc", "api")
+NAME = endpoint_name(TARGET)
+
+
+def config_of(build: BuildResult, **env: str) -> DesiredConfig:
+    """The build's declared config, with `env` recorded as overrides."""
+    return resolve_config(build.manifest["resource"], {"env": env} if env else {})
+
+
+def create(provider: RunPodProvider, build: BuildResult, **env: str) -> Any:
+    return provider.create(TARGET, build, config_of(build, **env), deployed_by="cli:test")
 
 
 @pytest.fixture
@@ -99,22 +106,33 @@ def test_lifecycle_create_ready_scale_update_rollback_delete(
     first = make_build(tmp_path, "ghcr.io/acme/api:1", tag="a")
     lines: list[str] = []
 
-    info = provider.create(first, "prod-api", {"EXTRA": "1"})
-    assert info.api_key == API_KEY and info.url == f"{base}/lb/{info.id}"
+    info = create(provider, first, EXTRA="1")
+    assert provider.api_key(info.id) == API_KEY and info.url == f"{base}/lb/{info.id}"
+    assert info.labels["podroute.project"] == "acme" and info.name == NAME
+    assert info.release is not None and info.release.deployed_by == "cli:test"
+    assert info.release.config["env_keys"] == ["EXTRA", "MODE"] and "fast" not in repr(info.release)
     ready = provider.wait_until_ready(info, 10, lines.append)
-    assert ready.status["ready"] >= 1 and any("ready" in line for line in lines)
+    assert ready.details["ready"] >= 1 and any("ready" in line for line in lines)
     assert lb_get(base, info.id, "/ping").status_code == 200
     assert lb_get(base, info.id, "/hello").json()["image"] == "ghcr.io/acme/api:1"
 
     scaled = provider.scale(info.id, {"workersMax": 4, "idleTimeout": 30})
-    assert scaled.status["scaling"] == {"workersMin": 0, "workersMax": 4, "idleTimeout": 30, "scalerValue": 4}
+    assert scaled.details["scaling"] == {
+        "workersMin": 0,
+        "workersMax": 4,
+        "idleTimeout": 30,
+        "scalerValue": 4,
+    }
     record = state.endpoints[info.id]
     assert record.config["workersMax"] == 4 and record.config["idleTimeout"] == 30
     assert record.compute == "cpu"  # the full record survived the update
 
     second = make_build(tmp_path, "ghcr.io/acme/api:2", tag="b")
-    updated = provider.update(info.id, build=second)
-    assert updated.status["release"] == 2 and updated.status["scaling"]["workersMax"] == 4
+    overrides = provider.status(info.id).overrides
+    assert overrides == {"workersMax": 4, "idleTimeout": 30}
+    config = resolve_config(second.manifest["resource"], overrides)
+    updated = provider.update(info.id, second, config, deployed_by="dashboard:ann")
+    assert updated.details["release"] == 2 and updated.details["scaling"]["workersMax"] == 4
     provider.wait_until_ready(updated, 10, lines.append)
     assert lb_get(base, info.id, "/hello").json() == {
         "method": "GET",
@@ -124,7 +142,8 @@ def test_lifecycle_create_ready_scale_update_rollback_delete(
     }
 
     rolled = provider.rollback(info.id)
-    assert rolled.status["release"] == 1 and rolled.status["build"] == first.sha256
+    assert rolled.details["release"] == 1 and rolled.details["build"] == first.sha256
+    assert rolled.details["scaling"]["workersMax"] == 2 and rolled.overrides == {}  # release 1's config
     provider.wait_until_ready(rolled, 10, lines.append)
     assert lb_get(base, info.id, "/hello").json()["image"] == "ghcr.io/acme/api:1"
     history = provider.history(info.id)
@@ -144,8 +163,8 @@ def test_gpu_endpoint_carries_pools_and_exclusions(
 ) -> None:
     state, base = fake
     provider = RunPodProvider(settings_for(base, api))
-    info = provider.create(make_build(tmp_path, gpu=True), "prod-gpu", {})
-    config = info.status["config"]
+    info = create(provider, make_build(tmp_path, gpu=True))
+    config = info.details["config"]
     assert config["gpu_pools"] == ["ADA_24", "AMPERE_24"]
     assert config["gpu_excluded"] == ["NVIDIA RTX A5000", "NVIDIA GeForce RTX 3090"]
     assert state.endpoints[info.id].type == "LB"
@@ -167,16 +186,17 @@ def test_create_survives_faults_and_never_duplicates(
     provider = RunPodProvider(settings_for(base, api))
     build = make_build(tmp_path)
 
-    info = provider.create(build, "prod-api", {})
-    again = provider.create(build, "prod-api", {})  # a redelivered task runs create again
+    info = create(provider, build)
+    again = create(provider, build)  # a redelivered task runs create again
     assert again.id == info.id
     assert len(state.endpoints) == 1 and len(state.templates) == 1
     assert state.faults == []
 
     state.inject("drop", "saveEndpoint" if api == "graphql" else "PATCH /v2/serverless")
     state.inject("500", "saveEndpoint" if api == "graphql" else "PATCH /v2/serverless")
-    provider.update(info.id, build=make_build(tmp_path, "ghcr.io/acme/api:2", tag="b"))
-    provider.update(info.id, build=make_build(tmp_path, "ghcr.io/acme/api:2", tag="b"))
+    second = make_build(tmp_path, "ghcr.io/acme/api:2", tag="b")
+    provider.update(info.id, second, config_of(second), deployed_by="cli:test")
+    provider.update(info.id, second, config_of(second), deployed_by="cli:test")
     assert len(state.endpoints) == 1 and len(state.templates) == 2
 
     state.inject("drop", "deleteEndpoint" if api == "graphql" else "DELETE /v2/serverless")
@@ -207,7 +227,7 @@ def test_bad_key_says_what_to_do(fake: tuple[FakeRunPod, str], tmp_path: Path, a
     _, base = fake
     provider = RunPodProvider(settings_for(base, api, api_key="rpa_WRONG"))
     with pytest.raises(RunPodAuthError, match="RUNPOD_API_KEY") as caught:
-        provider.create(make_build(tmp_path), "prod-api", {})
+        create(provider, make_build(tmp_path))
     assert caught.value.status == 401
 
 
@@ -225,7 +245,7 @@ def test_v2_validation_errors_name_the_field(fake: tuple[FakeRunPod, str]) -> No
 def test_quota_error_from_runpod_is_surfaced(fake: tuple[FakeRunPod, str], tmp_path: Path, api: str) -> None:
     _, base = fake
     provider = RunPodProvider(settings_for(base, api))
-    info = provider.create(make_build(tmp_path), "prod-api", {})
+    info = create(provider, make_build(tmp_path))
     with pytest.raises(DeployError, match=r"workers quota \(30\)"):
         provider.scale(info.id, {"workersMax": 31})
     with pytest.raises(DeployError, match=r"workersMin \(3\) must not exceed workersMax \(2\)"):
@@ -239,8 +259,8 @@ def test_cpu_instance_too_small_for_v2_says_what_to_do(fake: tuple[FakeRunPod, s
     build = make_build(tmp_path)
     build.manifest["resource"]["instanceIds"] = ["cpu3c-1-2"]
     with pytest.raises(DeployError, match="PODROUTE_RUNPOD_API=graphql"):
-        RunPodProvider(settings_for(base, "rest")).create(build, "prod-api", {})
-    info = RunPodProvider(settings_for(base, "graphql")).create(build, "prod-api", {})
+        create(RunPodProvider(settings_for(base, "rest")), build)
+    info = create(RunPodProvider(settings_for(base, "graphql")), build)
     assert state.endpoints[info.id].config["instanceIds"] == ["cpu3c-1-2"]
 
 
@@ -268,7 +288,7 @@ def test_api_key_never_logged_or_shown(
     settings = settings_for(base, api)
     provider = RunPodProvider(settings)
     state.inject("500", "GET /v2/serverless" if api == "rest" else "endpoints", times=2)
-    info = provider.create(make_build(tmp_path), "prod-api", {})
+    info = create(provider, make_build(tmp_path))
     provider.wait_until_ready(info, 10, logging.getLogger("test").info)
     shown = [repr(settings), repr(provider), repr(provider.api), repr(info), str(info)]
     state.inject("500", "", times=50)
@@ -287,7 +307,7 @@ def test_delete_waits_while_runpod_still_holds_the_template(tmp_path: Path) -> N
     fake = FakeRunPod(cold_start_s=0.05, template_release_s=0.4)
     with fake_runpod_server(fake) as (state, base):
         provider = RunPodProvider(settings_for(base, "graphql"))
-        info = provider.create(make_build(tmp_path), "prod-api", {})
+        info = create(provider, make_build(tmp_path))
         provider.delete(info.id)
         assert state.endpoints == {} and state.templates == {}
         assert state.count("graphql deleteTemplate") >= 2
@@ -298,7 +318,7 @@ def test_foreign_endpoint_with_the_same_name_is_not_adopted(
 ) -> None:
     _, base = fake
     body = {
-        "name": "prod-api",
+        "name": NAME,
         "type": "LOAD_BALANCER",
         "image": "someone/else:1",
         "cpu": [{"id": "cpu3c", "vcpuCount": 2}],
@@ -307,10 +327,10 @@ def test_foreign_endpoint_with_the_same_name_is_not_adopted(
     headers = {"Authorization": f"Bearer {API_KEY}"}
     assert httpx.post(f"{base}/v2/serverless", json=body, headers=headers).status_code == 201
     with pytest.raises(DeployError, match="that PodRoute did not create"):
-        RunPodProvider(settings_for(base, "rest")).create(make_build(tmp_path), "prod-api", {})
+        create(RunPodProvider(settings_for(base, "rest")), make_build(tmp_path))
 
 
-def test_deploy_send_and_cli_provider_use_runpod(
+def test_rollout_and_cli_provider_use_runpod(
     fake: tuple[FakeRunPod, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state, base = fake
@@ -318,16 +338,19 @@ def test_deploy_send_and_cli_provider_use_runpod(
     monkeypatch.setenv("RUNPOD_REST_V2_API_URL", f"{base}/v2")
     monkeypatch.setenv("RUNPOD_SERVERLESS_API_URL", f"{base}/dataplane/v2")
     monkeypatch.setenv("RUNPOD_ENDPOINT_BASE_URL", f"{base}/lb/{{id}}")
-    deployments = Deployments(tmp_path)
-    deployments.environments["prod"] = {"provider": "runpod", "api": "rest", "endpoints": {}}
+    environments = Environments(tmp_path)
+    environments.environments["prod"] = {"provider": "runpod", "api": "rest"}
     build = make_build(tmp_path, image="")
-    deployments.environments["prod"]["images"] = {"svc/api": "ghcr.io/acme/api:7"}
-    [(key, info)] = send(deployments, "prod", [build], 10, lambda line: None)
-    assert key == "svc/api" and info.url == f"{base}/lb/{info.id}"
-    assert state.endpoints[info.id].image == "ghcr.io/acme/api:7"
-    assert isinstance(provider_for(deployments.environments["prod"]), RunPodProvider)
-    assert API_KEY not in repr(info)
-    provider_for(deployments.environments["prod"]).delete(info.id)
+    environments.environments["prod"]["images"] = {"svc/api": "ghcr.io/acme/api:7"}
+    with provider_for(environments.provider_settings("prod")) as provider:
+        assert isinstance(provider, RunPodProvider)
+        result = roll_out(provider, TARGET, build, config_of(build), deployed_by="cli:test", timeout_s=10)
+        info = result.endpoint
+        assert result.created and result.release == 1 and info.url == f"{base}/lb/{info.id}"
+        assert state.endpoints[info.id].image == "ghcr.io/acme/api:7"
+        assert API_KEY not in repr(info)
+    with provider_for(environments.provider_settings("prod")) as provider:
+        provider.delete(info.id)
     assert state.endpoints == {} and state.templates == {}
 
 
@@ -354,14 +377,17 @@ def test_find_lists_own_endpoints_and_errors_are_typed(
 ) -> None:
     state, base = fake
     provider = RunPodProvider(settings_for(base, api))
-    info = provider.create(make_build(tmp_path), "prod-api", {})
-    assert [found.id for found in provider.find("prod-api")] == [info.id]
-    assert provider.find("prod-api")[0].api_key is None  # listing never hands out the key
-    assert provider.find("other") == []
+    info = create(provider, make_build(tmp_path))
+    found = find_endpoint(provider, TARGET)
+    assert found is not None and found.id == info.id
+    assert [e.id for e in provider.list_endpoints("acme")] == [info.id]
+    assert API_KEY not in repr(found)  # listing never hands out the key
+    assert provider.list_endpoints("other-project") == []
+    assert find_endpoint(provider, Target("acme", "staging", "svc", "api")) is None
     provider.delete(info.id)
-    assert provider.find("prod-api") == []
+    assert find_endpoint(provider, TARGET) is None
     with pytest.raises(EndpointNotFoundError, match="deploy again"):
         provider.status(info.id)
     state.inject("500", "" if api == "graphql" else "GET /v2/serverless", times=10)
     with pytest.raises(ProviderUnavailableError, match="try again later"):
-        provider.find("prod-api")
+        find_endpoint(provider, TARGET)

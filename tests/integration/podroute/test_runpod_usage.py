@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from podroute.cost import worker_price_per_hour
-from podroute.deploy import DeployError
-from podroute.runpod_api import RunPodSettings
-from podroute.runpod_usage import (
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.http import RunPodSettings
+from podroute.providers.runpod.usage import (
     WorkerSample,
     estimate_from_samples,
     fetch_prices,

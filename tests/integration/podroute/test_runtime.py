@@ -14,6 +14,11 @@ import httpx
 import pytest
 
 from podroute.client import EndpointClient
+from podroute.deploy.model import Target, endpoint_name, target_labels
+from podroute.deploy.rollout import find_endpoint
+from podroute.project import project_name
+from podroute.providers.base import EndpointNotFoundError, ProviderUnavailableError
+from podroute.providers.local import LocalRuntimeProvider
 from tests.runtime_support import (
     RETRY,
     Load,
@@ -65,7 +70,7 @@ def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: R
 
         # idle workers are drained back to workersMin (0) after idleTimeout
         wait_for(lambda: not live_workers(runtime, endpoint_id), 20, "scale-in to zero")
-        decisions = runtime.provider().status(endpoint_id).status["decisions"]
+        decisions = runtime.provider().status(endpoint_id).details["decisions"]
         assert any(d["action"] == "scale in" for d in decisions)
         status = run_cli(["deploy", "status", "test"], project)
         assert status.returncode == 0 and "desired 0" in status.stdout and "scale in:" in status.stdout
@@ -80,7 +85,7 @@ def test_lifecycle_scale_crash_rollout_rollback_delete(project: Path, runtime: R
             os.kill(victim["pid"], signal.SIGKILL)
             time.sleep(1.5)
         assert not load.errors, load.errors[:3]
-        failures = runtime.provider().status(endpoint_id).status["failures"]
+        failures = runtime.provider().status(endpoint_id).details["failures"]
         assert any(f["worker"] == victim["id"] for f in failures)
 
         # a new build rolls out with no failed request
@@ -157,7 +162,7 @@ def test_ping_is_204_while_the_startup_hook_runs(project: Path, runtime: Runtime
 
     runtime.provider().scale(entry["id"], {"workersMin": 0, "workersMax": 0})
     wait_for(lambda: not live_workers(runtime, entry["id"]), 15, "scale to zero")
-    runtime.provider().update(entry["id"], env={"LAB_STARTUP_S": "2.5"})
+    runtime.provider().update_env(entry["id"], {"LAB_STARTUP_S": "2.5"})
     runtime.provider().scale(entry["id"], {"workersMax": 1, "workersMin": 1})
     wait_for(probe, 60, "/ping 200", interval=0.05)
     assert seen >= {204, 200}, seen
@@ -212,15 +217,18 @@ def test_isolated_worker_environment(project: Path, tmp_path: Path) -> None:
 
 
 def test_provider_finds_endpoints_by_name_and_raises_typed_errors(project: Path, runtime: Runtime) -> None:
-    from podroute.deploy import EndpointNotFoundError, LocalRuntimeProvider, ProviderUnavailableError
-
     entry = deploy(project, runtime)
     provider = runtime.provider()
-    found = provider.find(provider.status(entry["id"]).status["name"])
-    assert [info.id for info in found] == [entry["id"]] and provider.find("no-such-name") == []
+    target = Target(project_name(project), "test", "lab", "lab")
+    found = find_endpoint(provider, target)
+    assert found is not None and found.id == entry["id"] and found.name == endpoint_name(target)
+    assert found.labels == target_labels(target) and found.release is not None
+    assert found.release.deployed_by.startswith("cli:")
+    assert find_endpoint(provider, Target(project_name(project), "other", "lab", "lab")) is None
     with pytest.raises(EndpointNotFoundError, match="answered 404"):
         provider.status("ep-does-not-exist")
     with pytest.raises(ProviderUnavailableError, match="start it with 'podroute runtime'"):
         LocalRuntimeProvider("http://127.0.0.1:9", runtime.token, timeout=2).status(entry["id"])
     provider.delete(entry["id"])
-    assert provider.find(found[0].status["name"]) == []
+    assert find_endpoint(provider, target) is None
+    provider.delete(entry["id"])  # already gone: nothing to do

@@ -75,7 +75,7 @@ def test_cpu_service_lifecycle(tmp_path: Path, runtime: Runtime) -> None:
             time.sleep(1.5)
         assert not load.errors, load.errors[:3]
 
-        first_build = runtime.provider().status(endpoint_id).status["build"]
+        first_build = runtime.provider().status(endpoint_id).details["build"]
         endpoint = project / "services" / "cpu" / "endpoint.py"
         endpoint.write_text(endpoint.read_text() + "\n# a new release\n")
         with Load(client, lambda c: c.post("/transform", json=transform), threads=4) as load:
@@ -83,11 +83,11 @@ def test_cpu_service_lifecycle(tmp_path: Path, runtime: Runtime) -> None:
             deploy(project, runtime, key="cpu/cpu")
             time.sleep(0.5)
         assert not load.errors, load.errors[:3]
-        assert runtime.provider().status(endpoint_id).status["build"] != first_build
+        assert runtime.provider().status(endpoint_id).details["build"] != first_build
 
         rolled = run_cli(["deploy", "rollback", "test"], project)
         assert rolled.returncode == 0, rolled.stderr
-        assert runtime.provider().status(endpoint_id).status["build"] == first_build
+        assert runtime.provider().status(endpoint_id).details["build"] == first_build
         wait_for(lambda: client.get("/health")["status"] == "healthy", 30, "the old release")
 
     workers = live_workers(runtime, endpoint_id)

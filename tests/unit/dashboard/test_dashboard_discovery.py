@@ -7,7 +7,7 @@ import os
 import pytest
 
 from dashboard.discovery import DiscoveryCache, DiscoveryError, child_environment, fingerprint, run_discovery
-from dashboard.testing import write_demo_project
+from tests.support.dashboard import write_demo_project
 
 
 async def test_discovery_describes_resources_routes_and_failures(tmp_path):

@@ -17,12 +17,14 @@ from dashboard.images import (
     docker_plan,
     docker_unavailable,
 )
-from dashboard.providers import ProviderSetupError, is_not_found, is_transient, provider_for
 from dashboard.settings import DashboardSettings
+from dashboard.worker.context import ProviderSetupError, is_transient
+from dashboard.worker.context import dashboard_provider as provider_for
 from podroute.build import BuildResult
-from podroute.deploy import DeployError, EndpointNotFoundError, LocalRuntimeProvider, ProviderUnavailableError
-from podroute.runpod import RunPodProvider
-from podroute.runpod_api import RunPodAuthError, RunPodUnavailableError
+from podroute.providers.base import DeployError, ProviderUnavailableError
+from podroute.providers.local import LocalRuntimeProvider
+from podroute.providers.runpod.http import RunPodAuthError, RunPodUnavailableError
+from podroute.providers.runpod.provider import RunPodProvider
 
 SHA = "0123456789abcdef" * 4
 DIGEST = "sha256:" + "cd" * 32
@@ -141,7 +143,7 @@ def test_provider_for_runpod_reads_base_urls_from_env_and_takes_images(
     assert provider.settings.url_of("abc") == "http://127.0.0.1:9/lb/abc"
     assert provider.image_for(make_build(tmp_path)) == "ghcr.io/acme/api:v1"
     assert "rpa_unit" not in repr(provider) and "rpa_unit" not in repr(provider.settings)
-    with pytest.raises(ProviderSetupError, match="no local runtime token"):
+    with pytest.raises(DeployError, match="no runtime token"):
         provider_for(settings, "staging")
     unset = DashboardSettings(data_dir=tmp_path, providers=(("production", "runpod"),))
     with pytest.raises(ProviderSetupError, match="RUNPOD_API_KEY is not set"):
@@ -155,13 +157,13 @@ def test_failures_are_classified_by_type_not_text() -> None:
     assert is_transient(RunPodUnavailableError("RunPod list endpoints still failing"))
     assert not is_transient(DeployError("cannot reach the runtime"))  # the words no longer matter
     assert not is_transient(RunPodAuthError("refused", 401))
-    assert is_not_found(EndpointNotFoundError("gone")) and not is_not_found(DeployError("not found"))
 
 
 def test_publish_without_docker_keeps_the_build_and_says_why(tmp_path: Path) -> None:
     from dashboard.db import create_sync_sessions
     from dashboard.models import Base, Build, Endpoint
-    from dashboard.pipeline import Context, publish_image
+    from dashboard.worker.builds import publish_image
+    from dashboard.worker.context import Context
 
     settings = DashboardSettings(data_dir=tmp_path, docker_registry="ghcr.io/acme")
     sessions = create_sync_sessions(settings.url)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import select
+
 from dashboard.configs import EndpointDraft
 from dashboard.models import Deployment, utc_now
-from dashboard.operations import create_endpoint, delete_endpoint, update_endpoint
+from dashboard.operations import LiveDeploymentsError, create_endpoint, delete_endpoint, update_endpoint
 from dashboard.queries import (
     add_user,
     count_users,
@@ -73,11 +76,19 @@ async def test_update_bumps_the_version_only_when_something_changed(session):
 
 async def test_delete_removes_env_and_deployments(session):
     endpoint = await create_endpoint(session, None, gpu("api", env={"A": "1"}))
-    session.add(Deployment(endpoint_id=endpoint.id, status="ready"))
+    session.add(Deployment(endpoint_id=endpoint.id, status="ready", external_id="ep-1"))
+    await session.flush()
+    with pytest.raises(
+        LiveDeploymentsError, match=r"still deployed in production \(endpoint ep-1\)"
+    ) as refused:
+        await delete_endpoint(session, None, endpoint)
+    assert [row.external_id for row in refused.value.live] == ["ep-1"]
+    session.add(Deployment(endpoint_id=endpoint.id, status="deleted", action="undeploy", external_id="ep-1"))
     await session.flush()
     await delete_endpoint(session, None, endpoint)
     await session.commit()
     assert await get_endpoint(session, endpoint.id) is None
+    assert (await session.scalars(select(Deployment))).all() == []
     assert (await list_audit_events(session))[0].action == "delete"
 
 

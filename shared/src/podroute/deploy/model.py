@@ -155,11 +155,39 @@ class ActualEndpoint:
     releases: list[ReleaseInfo] = field(default_factory=list)
     workers: dict[str, int] = field(default_factory=dict)
     """Worker counts by state (RunPod's health API shape: idle, running, initializing, ...)."""
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """The desired overrides recorded on the endpoint (`podroute scale`, a dashboard scaling change)."""
+    details: dict[str, Any] = field(default_factory=dict)
+    """The provider's own status body (worker rows, scaling decisions, failures, routes), for display."""
 
     @property
     def target(self) -> Target | None:
         """The target it belongs to, from its marker labels."""
         return target_from_labels(self.labels)
+
+
+def release_config(config: DesiredConfig) -> dict[str, Any]:
+    """What a release keeps of its config: every value except env values (`env_keys` instead).
+
+    Env values may be secrets; they stay where the provider runs them (the runtime's state, a
+    RunPod template) and are never copied into release metadata.
+    """
+    kept = {key: value for key, value in config.values.items() if key != "env"}
+    kept["env_keys"] = sorted(config.values.get("env", {}))
+    return kept
+
+
+@dataclass(frozen=True)
+class RecordedDeployment:
+    """What a tool's record says is deployed for a target: the input side of a reconcile."""
+
+    target: Target
+    endpoint_id: str
+    """The provider endpoint the record points at ("" when the target was never deployed)."""
+    config: dict[str, Any]
+    """The stored desired config values (as `DesiredConfig.values` or `release_config` keeps them)."""
+    build: str = ""
+    """The artifact sha256 the record says serves ("" when not known)."""
 
 
 @dataclass(frozen=True)

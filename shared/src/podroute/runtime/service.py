@@ -31,6 +31,7 @@ from quart import Quart, Response, request
 from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
 from podroute.cost import load_price_file
+from podroute.deploy.model import MARKER_LABEL
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
 from podroute.runtime.gateway import Gateway, RequestRecord
@@ -242,48 +243,101 @@ class LocalRuntime:
             raise ControlError(422, str(error)) from None
         return {name: int(getattr(resource, name)) for name in SCALING_FIELDS}
 
+    def _release_of(self, payload: dict[str, Any], manifest: dict[str, Any], env: dict[str, str]) -> Release:
+        config = _config_of(payload)
+        kept = {k: v for k, v in (config or manifest["resource"]).items() if k != "env"}
+        kept["env_keys"] = sorted(env)
+        return Release(
+            build=str(payload["build"]), env=env, config=kept, deployed_by=str(payload.get("deployed_by", ""))
+        )
+
     def create_endpoint(self, payload: dict[str, Any]) -> tuple[EndpointRecord, str]:
-        """Create an endpoint serving a stored build; returns it with its (one-time) API key."""
+        """Create an endpoint serving a stored build; returns it with its API key.
+
+        `config` (resource fields in Flash's names, `env` included) is the desired config of the
+        first release; without it the build's resource declaration is used, with `env` on top.
+        """
         manifest = self._check_build(str(payload.get("build", "")))
         name = str(payload.get("name") or manifest["resource"]["name"])
-        env = {**manifest["resource"].get("env", {}), **_env_of(payload)}
+        config = _config_of(payload)
+        env = _env_of(config) if config else {**manifest["resource"].get("env", {}), **_env_of(payload)}
         key = new_api_key()
         record = EndpointRecord(
             id=new_endpoint_id(),
             name=name,
             key_sha256=hash_key(key),
-            scaling=self._scaling(manifest, payload),
-            releases=[Release(build=str(payload["build"]), env=env)],
+            scaling=self._scaling(manifest, config or payload),
+            releases=[],
+            labels=_labels_of(payload),
         )
+        record.add_release(self._release_of(payload, manifest, env))
         self.state.endpoints[record.id] = record
+        self.state.keys[record.id] = key
         self.state.save()
         self._start_pool(record)
         logger.info("endpoint %s (%s) created with build %s", record.id, name, record.release.build[:12])
         return record, key
 
     def update_endpoint(self, endpoint_id: str, payload: dict[str, Any]) -> EndpointRecord:
-        """Change build, env or scaling; a new build or env rolls workers over."""
+        """Change build, env, config or scaling; a new build or env rolls workers over.
+
+        With `config`, the build is released with that desired config (a new release unless the
+        serving or newest release already is exactly that). Top-level scaling fields apply at once;
+        `"record": true` also stores them as the endpoint's desired overrides.
+        """
         record = self._record(endpoint_id)
         build = str(payload.get("build") or record.release.build)
         manifest = self._check_build(build)
-        env = _env_of(payload) if "env" in payload else record.release.env
-        release = Release(build=build, env=env)
-        if release.key != record.release.key:
-            record.releases.append(release)
-            logger.info("endpoint %s rolling out release %s", record.id, release.key)
-        record.scaling = self._scaling(manifest, {**record.scaling, **payload})
+        config = _config_of(payload)
+        if config:
+            env = _env_of(config)
+            release = self._release_of({**payload, "build": build}, manifest, env)
+            self._serve(record, release)
+            record.scaling = self._scaling(manifest, config)
+        elif "build" in payload or "env" in payload:
+            env = _env_of(payload) if "env" in payload else record.release.env
+            release = Release(build=build, env=env, config=dict(record.release.config))
+            release.config["env_keys"] = sorted(env)
+            self._serve(record, release)
+        scaling = {k: v for k, v in payload.items() if k in SCALING_FIELDS}
+        record.scaling = self._scaling(manifest, {**record.scaling, **scaling})
+        if scaling and payload.get("record"):
+            record.overrides.update(scaling)
         self.state.save()
         self.pools[record.id].wake()
         return record
 
-    def rollback(self, endpoint_id: str) -> EndpointRecord:
-        """Serve the previous release again."""
+    @staticmethod
+    def _serve(record: EndpointRecord, release: Release) -> None:
+        """Serve `release`; the serving or newest release when identical (a retried rollout)."""
+        newest = record.releases[-1] if record.releases else None
+        for candidate in (record.release, newest):
+            if candidate is not None and _same_release(candidate, release):
+                record.current = candidate.number
+                return
+        record.add_release(release)
+        logger.info("endpoint %s rolling out release %s (#%d)", record.id, release.key, release.number)
+
+    def rollback(self, endpoint_id: str, number: int | None = None) -> EndpointRecord:
+        """Serve an earlier release again (default: the one before the serving one), with its config.
+
+        The recorded overrides are cleared: that release's config is the desired state again.
+        """
         record = self._record(endpoint_id)
-        previous = [r for r in record.releases if r.key != record.release.key]
-        if not previous:
-            raise ControlError(409, "there is no earlier release to roll back to")
-        target = previous[-1]
-        record.releases.append(Release(build=target.build, env=dict(target.env)))
+        if number is None:
+            earlier = [r.number for r in record.releases if r.number < record.release.number]
+            if not earlier:
+                raise ControlError(409, "there is no earlier release to roll back to")
+            number = max(earlier)
+        target = record.find_release(number)
+        if target is None:
+            known = ", ".join(str(r.number) for r in record.releases)
+            raise ControlError(404, f"endpoint {endpoint_id} has no release {number} (it keeps {known})")
+        record.current = target.number
+        manifest = self._check_build(target.build)
+        restored = {k: v for k, v in target.config.items() if k in SCALING_FIELDS}
+        record.scaling = self._scaling(manifest, restored or record.scaling)
+        record.overrides = {}
         self.state.save()
         self.pools[record.id].wake()
         return record
@@ -297,6 +351,18 @@ class LocalRuntime:
         self.state.save()
         logger.info("endpoint %s deleted", record.id)
 
+    def api_key(self, endpoint_id: str) -> str:
+        """The endpoint's API key; 409 for an endpoint created before keys were kept."""
+        record = self._record(endpoint_id)
+        key = self.state.keys.get(record.id)
+        if key is None:
+            raise ControlError(
+                409,
+                f"endpoint {endpoint_id} was created before the runtime kept API keys; delete and deploy "
+                "it again to get a retrievable key",
+            )
+        return key
+
     def describe(self, record: EndpointRecord) -> dict[str, Any]:
         """An endpoint's configuration and live status."""
         manifest = self.state.builds[record.release.build]
@@ -304,11 +370,22 @@ class LocalRuntime:
             "id": record.id,
             "name": record.name,
             "url": f"{self.settings.base_url}/{record.id}",
+            "labels": record.labels,
             "build": record.release.build,
             "release": record.release.key,
+            "release_number": record.release.number,
             "releases": [
-                {"build": r.build, "key": r.key, "created_at": r.created_at} for r in record.releases
+                {
+                    "number": r.number,
+                    "build": r.build,
+                    "key": r.key,
+                    "created_at": r.created_at,
+                    "config": r.config,
+                    "deployed_by": r.deployed_by,
+                }
+                for r in record.releases
             ],
+            "overrides": record.overrides,
             "service": manifest["service"],
             "target": manifest["target"],
             "routes": manifest["routes"],
@@ -389,6 +466,26 @@ class LocalRuntime:
                 bytes_out=record.bytes_out,
             )
         )
+
+
+def _same_release(a: Release, b: Release) -> bool:
+    return a.key == b.key and a.config == b.config
+
+
+def _config_of(payload: dict[str, Any]) -> dict[str, Any]:
+    config = payload.get("config") or {}
+    if not isinstance(config, dict):
+        raise ControlError(422, "config must be an object of resource fields (workersMax, env, ...)")
+    return dict(config)
+
+
+def _labels_of(payload: dict[str, Any]) -> dict[str, str]:
+    labels = payload.get("labels") or {}
+    if not isinstance(labels, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in labels.items()
+    ):
+        raise ControlError(422, "labels must be an object of string names to string values")
+    return dict(labels)
 
 
 def _env_of(payload: dict[str, Any]) -> dict[str, str]:
@@ -493,7 +590,13 @@ def _register_control(app: Quart, runtime: LocalRuntime) -> None:
 
     @app.get("/control/endpoints")
     async def list_endpoints() -> Response:
-        return _json({"endpoints": [runtime.describe(r) for r in runtime.state.endpoints.values()]})
+        project = request.args.get("project")
+        records = [
+            r
+            for r in runtime.state.endpoints.values()
+            if project is None or r.labels.get(MARKER_LABEL) == project
+        ]
+        return _json({"endpoints": [runtime.describe(r) for r in records]})
 
     @app.post("/control/endpoints")
     async def create_endpoint() -> Response:
@@ -510,7 +613,14 @@ def _register_control(app: Quart, runtime: LocalRuntime) -> None:
 
     @app.post("/control/endpoints/<endpoint_id>/rollback")
     async def rollback(endpoint_id: str) -> Response:
-        return _json(runtime.describe(runtime.rollback(endpoint_id)))
+        number = (await _payload()).get("release")
+        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
+            raise ControlError(422, "release must be a release number")
+        return _json(runtime.describe(runtime.rollback(endpoint_id, number)))
+
+    @app.get("/control/endpoints/<endpoint_id>/key")
+    async def endpoint_key(endpoint_id: str) -> Response:
+        return _json({"id": endpoint_id, "api_key": runtime.api_key(endpoint_id)})
 
     @app.delete("/control/endpoints/<endpoint_id>")
     async def delete_endpoint(endpoint_id: str) -> Response:

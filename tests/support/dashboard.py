@@ -1,5 +1,5 @@
-"""Support for the dashboard's tests (no pytest import): a demo project, scratch PostgreSQL databases,
-and the strict mode CI uses to turn "skipped: not available" into a failure.
+"""Support for the dashboard's tests, outside the app package: a demo project, scratch PostgreSQL
+databases, and the strict mode CI uses to turn "skipped: not available" into a failure.
 """
 
 from __future__ import annotations

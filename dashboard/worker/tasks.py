@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that take a row id and call `dashboard.pipeline`.
+"""Celery tasks: thin wrappers that take a row id and call the worker's jobs.
 
 They acknowledge late and are rejected back to the queue if their worker dies; provider outages
 are retried with exponential backoff; after the last retry the row is marked failed with the reason.
@@ -12,28 +12,17 @@ from typing import Any
 
 from celery import Task, shared_task  # type: ignore[import-untyped]
 
-from dashboard.celery_app import TASK_NAMES, DashboardCelery, send
 from dashboard.db import create_sync_sessions
-from dashboard.pipeline import (
-    Context,
-    TransientError,
-    claim_build,
-    claim_deployment,
-    fail_build,
-    fail_deployment,
-    keep_lease,
-    new_owner,
-    release_lease,
-    run_build,
-    run_deployment,
-    run_scale,
-)
-from dashboard.pipeline import (
-    sync_status as sync_all,
-)
 from dashboard.settings import DashboardSettings
+from dashboard.worker.builds import fail_build, run_build
+from dashboard.worker.celery_app import TASK_NAMES, DashboardCelery, send
+from dashboard.worker.context import Context, TransientError
+from dashboard.worker.leases import claim_build, claim_deployment, keep_lease, new_owner, release_lease
+from dashboard.worker.orphans import fail_orphan, run_delete_orphan
+from dashboard.worker.releases import fail_deployment, run_deployment
+from dashboard.worker.sync import sync_status as sync_all
 
-logger = logging.getLogger("dashboard.tasks")
+logger = logging.getLogger("dashboard.worker.tasks")
 
 MAX_RETRIES = 6
 RELIABLE: dict[str, Any] = {"bind": True, "acks_late": True, "reject_on_worker_lost": True}
@@ -108,19 +97,25 @@ def build_endpoint(self: Task, build_id: int) -> None:
 
 
 @shared_task(name=TASK_NAMES["scale"], **RELIABLE)  # type: ignore[untyped-decorator]
-def scale_endpoint(self: Task, endpoint_id: int) -> None:
-    """Apply the endpoint's scaling settings to every environment it is live in."""
+def scale_endpoint(self: Task, deployment_id: int) -> None:
+    """Apply a scaling entry (or "apply stored" / "adopt serving") to its live endpoint at once."""
+    _run_deployment(self, deployment_id)
+
+
+@shared_task(name=TASK_NAMES["orphan"], **RELIABLE)  # type: ignore[untyped-decorator]
+def delete_orphan(self: Task, orphan_id: int) -> None:
+    """Delete an orphan endpoint on its provider (confirmed gone by a fresh listing)."""
     try:
-        run_scale(context(self), endpoint_id)
+        run_delete_orphan(context(self), orphan_id)
     except TransientError as error:
         if self.request.retries >= MAX_RETRIES:
-            logger.error("scaling gave up", extra={"endpoint": endpoint_id, "error": str(error)})
+            fail_orphan(context(self), orphan_id, f"the provider stayed unavailable: {error}")
             return
         raise self.retry(countdown=_backoff(self), exc=error) from None
 
 
 @shared_task(name=TASK_NAMES["sync"], bind=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def sync_status(self: Task) -> None:
-    """Refresh workers of live endpoints and resume tasks whose worker stopped (run by beat)."""
+    """Reconcile the record with the providers and resume tasks whose worker stopped (run by beat)."""
     action_of = {name: action for action, name in TASK_NAMES.items()}
     sync_all(context(self), lambda name, row_id: send(self.app, action_of[name], row_id))

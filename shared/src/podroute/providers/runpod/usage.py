@@ -23,8 +23,8 @@ import httpx
 
 import podroute
 from podroute.cost import PriceTable, load_price_file, prices_from_catalog
-from podroute.deploy import DeployError, ProviderUnavailableError
-from podroute.runpod_api import RunPodSettings
+from podroute.providers.base import DeployError, ProviderUnavailableError
+from podroute.providers.runpod.http import RunPodSettings
 
 
 @dataclass(frozen=True)

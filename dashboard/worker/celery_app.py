@@ -15,13 +15,14 @@ from dashboard.db import prepare_data_dir
 from dashboard.secrets_at_rest import install_key_ring
 from dashboard.settings import DashboardSettings
 
-TASK_NAMES = {
+TASK_NAMES = {  # names kept from before the split, so queued messages stay valid
     "build": "dashboard.tasks.build_endpoint",
     "deploy": "dashboard.tasks.deploy_endpoint",
     "rollback": "dashboard.tasks.rollback_endpoint",
     "undeploy": "dashboard.tasks.undeploy_endpoint",
     "scale": "dashboard.tasks.scale_endpoint",
     "sync": "dashboard.tasks.sync_status",
+    "orphan": "dashboard.tasks.delete_orphan",
 }
 """Task names by what they do (the web side sends tasks by name; it never imports the worker code)."""
 
@@ -63,7 +64,7 @@ def create_celery(settings: DashboardSettings) -> DashboardCelery:
     decrypts stored secrets installed for them)."""
     prepare_data_dir(settings)
     install_key_ring(*settings.encryption_secrets)
-    app = DashboardCelery("dashboard", include=["dashboard.tasks"])
+    app = DashboardCelery("dashboard", include=["dashboard.worker.tasks"])
     app.settings = settings
     app.conf.update(celery_config(settings))
     return app

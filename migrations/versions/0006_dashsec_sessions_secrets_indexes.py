@@ -6,8 +6,8 @@
 - `deployments.api_key` and `endpoint_env_vars.value` are rewritten Fernet-encrypted under the
   dashboard secret (`dashboard.secrets_at_rest`); the downgrade writes them back in plain text.
 
-Revision ID: 0005_dashsec
-Revises: 0004
+Revision ID: 0006_dashsec
+Revises: 0005_controldash
 Create Date: 2026-12-12
 """
 
@@ -19,8 +19,8 @@ from alembic import context, op
 from dashboard.secrets_at_rest import PREFIX, KeyRing, installed_key_ring
 from dashboard.settings import DashboardSettings
 
-revision: str = "0005_dashsec"
-down_revision: str | None = "0004"
+revision: str = "0006_dashsec"
+down_revision: str | None = "0005_controldash"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,138 @@
+"""The one rollout engine: the CLI and the dashboard's Celery tasks both deploy through it.
+
+    upload -> find the target's endpoint (by name and marker) -> create or update -> wait until
+    healthy (a ready worker of the new release and /ping 200 through the gateway) -> result
+
+One undo rule: a *new* endpoint that never got healthy is deleted (and the provider confirms it is
+gone); an *existing* endpoint gets its previous release back. Idempotent: the endpoint is found by
+its name and marker before anything is created, so a retried or re-run rollout after a crash lands
+on the same endpoint; a release of the same build and config that a lost rollout already made is
+reused, not made twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from podroute.build import BuildResult
+from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name
+from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, Provider
+
+log = logging.getLogger("podroute.deploy")
+
+
+def _quiet(_line: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RolloutResult:
+    """A finished rollout: the healthy endpoint and whether this rollout created it."""
+
+    target: Target
+    endpoint: ActualEndpoint
+    created: bool
+
+    @property
+    def release(self) -> int:
+        """The release number now serving."""
+        return self.endpoint.release.number if self.endpoint.release else 0
+
+
+def find_endpoint(provider: Provider, target: Target) -> ActualEndpoint | None:
+    """The target's endpoint: the marked one named `endpoint_name(target)`, if the provider has it.
+
+    DeployError when there are several (something created a duplicate outside this engine): the
+    message names them, so the extra one can be deleted with `podroute deploy orphans --delete`.
+    """
+    name = endpoint_name(target)
+    found = [e for e in provider.list_endpoints(target.project) if e.name == name and e.target == target]
+    if len(found) > 1:
+        ids = ", ".join(e.id for e in found)
+        raise DeployError(
+            f"{target.key} in {target.environment} has several endpoints ({ids}); delete the extra ones "
+            "with 'podroute deploy orphans --delete ID' (or the dashboard's Orphans page)"
+        )
+    return found[0] if found else None
+
+
+def roll_out(
+    provider: Provider,
+    target: Target,
+    build: BuildResult,
+    config: DesiredConfig,
+    *,
+    deployed_by: str,
+    progress: Progress = _quiet,
+    timeout_s: float = 300.0,
+) -> RolloutResult:
+    """Deploy `build` with `config` as the target's endpoint; returns once it answers /ping 200.
+
+    Raises DeployError after undoing (see the module docstring); the message says what was undone.
+    ProviderUnavailableError passes through untouched: the caller may retry the whole call.
+    """
+    key = f"{target.key} ({target.environment})"
+    size_kb = build.artifact.stat().st_size / 1024 if build.artifact.is_file() else 0.0
+    progress(f"{target.key}: uploading build {build.sha256[:12]} ({size_kb:.0f} KiB)")
+    provider.upload(build)
+    existing = find_endpoint(provider, target)
+    previous = existing.release.number if existing and existing.release else None
+    if existing is not None:
+        progress(f"{target.key}: rolling endpoint {existing.id} over to the new build")
+        endpoint = provider.update(existing.id, build, config, deployed_by=deployed_by)
+    else:
+        progress(f"{target.key}: creating endpoint {endpoint_name(target)}")
+        endpoint = provider.create(target, build, config, deployed_by=deployed_by)
+    log.info("rollout of %s: endpoint %s, release %s", key, endpoint.id, _number(endpoint))
+    progress(f"{target.key}: waiting for /ping 200 through the gateway")
+    try:
+        healthy = provider.wait_until_ready(endpoint, timeout_s, progress)
+    except DeployError as error:
+        raise DeployError(f"{target.key}: {error}\n  {_undo(provider, endpoint, previous)}") from None
+    return RolloutResult(target=target, endpoint=healthy, created=existing is None)
+
+
+def _number(endpoint: ActualEndpoint) -> int:
+    return endpoint.release.number if endpoint.release else 0
+
+
+def _undo(provider: Provider, endpoint: ActualEndpoint, previous: int | None) -> str:
+    """The one undo rule; returns what it did, for the error message."""
+    try:
+        if previous is None:
+            provider.delete(endpoint.id)
+            return "the new endpoint was deleted"
+        if previous == _number(endpoint):
+            return "the release that was serving before keeps serving"
+        provider.rollback(endpoint.id, previous)
+        return f"rolled back: the previous release (#{previous}) keeps serving"
+    except DeployError as error:
+        return f"undoing it failed too ({error}); check endpoint {endpoint.id} on the provider"
+
+
+def undeploy(provider: Provider, endpoint_id: str) -> None:
+    """Delete an endpoint; returns only once the provider confirms it is gone (already gone is fine)."""
+    try:
+        provider.delete(endpoint_id)
+    except EndpointNotFoundError:
+        return
+
+
+def roll_back(provider: Provider, endpoint_id: str, to_release: int | None = None) -> ActualEndpoint:
+    """Serve an earlier release again (default: the one before the serving one), with its config."""
+    return provider.rollback(endpoint_id, to_release)
+
+
+def apply_scaling(provider: Provider, endpoint_id: str, scaling: Mapping[str, int]) -> ActualEndpoint:
+    """Change scaling at once and record it as the endpoint's desired override.
+
+    Only the provider's `scaling_fields` are accepted; DeployError names any other.
+    """
+    unknown = sorted(set(scaling) - set(provider.scaling_fields))
+    if unknown:
+        raise DeployError(
+            f"cannot scale {', '.join(unknown)}: this provider scales {', '.join(provider.scaling_fields)}"
+        )
+    return provider.scale(endpoint_id, scaling, record=True)

@@ -1,0 +1,1 @@
+"""Test support that is no part of any app package: demo projects, scratch databases, servers."""
