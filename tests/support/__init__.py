@@ -1,0 +1,1 @@
+"""Importable services and helpers that tests serve through `podroute serve` in a subprocess."""
