@@ -221,7 +221,7 @@ def build_openapi(state: PodRouteState) -> dict[str, Any]:
         paths.setdefault(bound.full_path, {})[bound.route.method.lower()] = operation
     for mount in state.mounts:
         if mount.resource.live:
-            names = [b.route.name for b in state.routes if b.mount is mount]
+            names = [b.route.name for b in state.routes if b.mount is mount and not b.route.is_websocket]
             tag = mount.tag or mount.resource.name
             paths[f"{mount.prefix}/execute"] = _execute_operation(mount.prefix, tag, names)
     paths[state.settings.health_path] = _health_operation(state.settings.health_path)
