@@ -11,7 +11,7 @@ For each route a `Binder` is built once, when the app is created:
 | the request itself | a parameter annotated `quart.Request` |
 | the `Last-Event-ID` header | a parameter annotated `LastEventId` (`podroute.params`) |
 | a startup hook's return value | a parameter annotated `Startup[T]` (`podroute.params`) |
-| the connection | a WebSocket route's parameter annotated `WebSocket[In, Out]`; its other parameters come from the path and query string |
+| the connection | a WebSocket route's `WebSocket[In, Out]` (its other parameters: path and query) |
 
 Unknown query or body keys are rejected (422). The same models produce the OpenAPI schema.
 """

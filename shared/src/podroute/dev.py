@@ -15,10 +15,11 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from quart import Quart, Response
 
-from podroute.app import Mount, create_app, podroute_state
+from podroute.app import BoundRoute, Mount, create_app, podroute_state
 from podroute.discovery import Service, discover_services
 from podroute.openapi import build_openapi
 from podroute.registry import Registry
@@ -67,7 +68,7 @@ def render_home(app: Quart) -> str:
     for mount in state.mounts:
         rows = "".join(
             f"<tr><td><code>{b.route.method}</code></td><td><code>{html.escape(b.full_path)}</code></td>"
-            f"<td>{html.escape(state.openapi['paths'][b.full_path][b.route.method.lower()]['summary'])}</td></tr>"
+            f"<td>{html.escape(_summary(state.openapi, b))}</td></tr>"
             for b in state.routes
             if b.mount is mount
         )
@@ -81,6 +82,12 @@ def render_home(app: Quart) -> str:
         "<p>Interactive docs: <a href='/docs'>/docs</a> · OpenAPI: <a href='/openapi.json'>/openapi.json</a>"
         f" · health: <a href='{health}'>{health}</a></p>" + "".join(sections) + "</body></html>"
     )
+
+
+def _summary(openapi: dict[str, Any], bound: BoundRoute) -> str:
+    if bound.route.is_websocket:
+        return str(openapi["x-websockets"][bound.full_path]["summary"])
+    return str(openapi["paths"][bound.full_path][bound.route.method.lower()]["summary"])
 
 
 def _source_files(project: Path) -> Iterator[Path]:

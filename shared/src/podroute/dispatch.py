@@ -32,8 +32,8 @@ from werkzeug.routing import RequestRedirect
 
 from podroute.binding import Binder
 from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError
-from podroute.responses import JSON_CONTENT_TYPE, encode_json, sse_frames
 from podroute.registry import WEBSOCKET
+from podroute.responses import JSON_CONTENT_TYPE, encode_json, sse_frames
 from podroute.router import Match, Router
 from podroute.socket_serving import SocketEndpoint, serve_socket
 from podroute.state import BoundRoute, PodRouteState, StartupState, not_ready_error
@@ -50,6 +50,7 @@ logger = logging.getLogger("podroute.app")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _id_counter = itertools.count(1)
+_Found = Match["Endpoint | Health | SocketEndpoint"]
 _RID = b"x-request-id"
 _LAST_EVENT_ID = b"last-event-id"
 _CONTENT_TYPE = b"content-type"
@@ -235,7 +236,7 @@ class LeanDispatch:
         await serve_socket(found.handler, found.params, scope, receive, send, rid, self.max_message)
 
     async def _serve(
-        self, endpoint: Endpoint, found: Match[Endpoint | Health | SocketEndpoint], scope: Scope, receive: Receive,
+        self, endpoint: Endpoint, found: _Found, scope: Scope, receive: Receive,
         send: Send, head: _RequestHead,
     ) -> None:  # fmt: skip
         rid = head.request_id

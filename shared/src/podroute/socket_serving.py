@@ -50,9 +50,7 @@ def handshake_headers(scope: Mapping[str, Any]) -> dict[str, str]:
     return {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
 
 
-async def refuse_handshake(
-    scope: Mapping[str, Any], send: Send, error: HTTPError, request_id: str
-) -> None:
+async def refuse_handshake(scope: Mapping[str, Any], send: Send, error: HTTPError, request_id: str) -> None:
     """Answer the upgrade request with `error` as problem+json (or a bare close without the extension)."""
     if _HTTP_RESPONSE not in scope.get("extensions", {}):
         await send({"type": "websocket.close", "code": POLICY_VIOLATION, "reason": ""})
