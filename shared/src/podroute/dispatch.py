@@ -27,7 +27,7 @@ from typing import Any, cast
 import orjson
 from quart import Quart, Response
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
 from podroute.binding import Binder
@@ -35,7 +35,7 @@ from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError
 from podroute.registry import WEBSOCKET
 from podroute.responses import JSON_CONTENT_TYPE, encode_json, sse_frames
 from podroute.router import Match, Router
-from podroute.socket_serving import SocketEndpoint, serve_socket
+from podroute.socket_serving import SocketEndpoint, refuse_handshake, serve_socket
 from podroute.state import BoundRoute, PodRouteState, StartupState, not_ready_error
 
 Scope = MutableMapping[str, Any]
@@ -229,11 +229,24 @@ class LeanDispatch:
 
     async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
         found = self.router.resolve(WEBSOCKET, scope["path"])
-        if found is None or not isinstance(found.handler, SocketEndpoint):
-            await self.fallback(scope, receive, send)  # a plain Quart websocket route, or Quart's 404
-            return
         rid = _RequestHead(scope["headers"]).request_id
+        if found is None or not isinstance(found.handler, SocketEndpoint):
+            if self._quart_has_socket(scope["path"]):
+                await self.fallback(scope, receive, send)
+                return
+            if (await receive())["type"] == "websocket.connect":
+                detail = f"no WebSocket route matches {scope['path']}; see /docs for the routes"
+                await refuse_handshake(scope, send, HTTPError(404, detail), rid)
+            return
         await serve_socket(found.handler, found.params, scope, receive, send, rid, self.max_message)
+
+    def _quart_has_socket(self, path: str) -> bool:
+        adapter = self.app.url_map.bind("localhost", url_scheme="ws")
+        try:
+            adapter.match(path)
+        except HTTPException:
+            return False
+        return True
 
     async def _serve(
         self, endpoint: Endpoint, found: _Found, scope: Scope, receive: Receive,

@@ -122,7 +122,7 @@ class Gateway:
         self.execution_limit_s = execution_limit_s
         self.upstream = upstream or UpstreamPool()
         self.observers: list[RequestObserver] = []
-        self.sockets = SocketProxy(state.endpoints, pools, wait_limit_s)
+        self.sockets = SocketProxy(state, pools, wait_limit_s)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

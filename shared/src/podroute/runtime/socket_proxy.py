@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from podroute.runtime.exchange import WORKER_HEADER, Receive, Scope, Send
 from podroute.runtime.pool import EndpointPool, NoWorkerError
-from podroute.runtime.state import EndpointRecord
+from podroute.runtime.state import StateFile
 from podroute.runtime.workers import Worker
 
 logger = logging.getLogger("podroute.runtime.gateway")
@@ -100,10 +100,8 @@ def _sendable(code: int | None, fallback: int) -> int:
 class SocketProxy:
     """Relays WebSockets between clients and the workers of the gateway's endpoints."""
 
-    def __init__(
-        self, records: Mapping[str, EndpointRecord], pools: Mapping[str, EndpointPool], wait_s: float
-    ) -> None:
-        self.records = records
+    def __init__(self, state: StateFile, pools: Mapping[str, EndpointPool], wait_s: float) -> None:
+        self.state = state
         self.pools = pools
         self.wait_s = wait_s
 
@@ -115,7 +113,7 @@ class SocketProxy:
         if (await receive())["type"] != "websocket.connect":
             session.outcome = "client disconnected"
             return session
-        record, pool = self.records.get(endpoint_id), self.pools.get(endpoint_id)
+        record, pool = self.state.endpoints.get(endpoint_id), self.pools.get(endpoint_id)
         if record is None or pool is None:
             await self._refuse(scope, send, session, 404, f"endpoint {endpoint_id} not found")
             return session
