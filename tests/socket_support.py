@@ -10,6 +10,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 from tests.helpers import free_port, wait_for_http
 
@@ -76,7 +77,8 @@ async def ask(
         if not question.text.strip():
             raise ValueError("text must not be empty")
         text = f"{greeter.greeting} {room}: " + question.text * question.times
-        await socket.send(Answer(answer=text.upper() if shout else text, worker=os.environ.get("RUNPOD_POD_ID")))
+        worker = os.environ.get("RUNPOD_POD_ID")
+        await socket.send(Answer(answer=text.upper() if shout else text, worker=worker))
 
 
 @remote(api, method="GET", path="/story")
