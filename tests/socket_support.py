@@ -122,7 +122,7 @@ class Served:
         server: str,
         base: str,
         process: subprocess.Popen[str],
-        output: tempfile._TemporaryFileWrapper[str],
+        output: IO[str],
     ) -> None:
         self.server = server
         self.base = base
