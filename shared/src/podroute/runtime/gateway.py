@@ -374,7 +374,11 @@ class Gateway:
             connection.close()
             await exchange.error(502, "response body exceeds 30 MB")
             return
-        headers = [(name, value) for name, value in head.headers if name not in _RESPONSE_DROP]
+        headers = [
+            (name, value)
+            for name, value in head.headers
+            if name not in _RESPONSE_DROP or (name == b"upgrade" and head.status == 426)  # RFC 9110 15.5.22
+        ]
         headers.append((WORKER_HEADER, worker.id.encode()))
         await exchange.start(head.status, headers)
         size = 0
