@@ -37,6 +37,7 @@ class EventReader:
         self.last_id: str | None = None
         self.retry_ms: int | None = None
         self.attempt = 0
+        self.received = False
 
     def headers(self) -> dict[str, str]:
         """Headers for the next connection: SSE, and `Last-Event-ID` when resuming."""
@@ -51,6 +52,7 @@ class EventReader:
 
     def take(self, event: ServerSentEvent) -> ServerSentEvent:
         """Note the event's id and retry delay; raises StreamError for an `event: error`."""
+        self.received = True
         if event.id is not None:
             self.last_id = event.id
         if event.retry_ms is not None:
@@ -73,11 +75,12 @@ class EventReader:
         call whose events carry ids, with `Last-Event-ID`, after the server's `retry:` delay.
         """
         attempt = self._next_attempt()
-        if self.last_id is None:
+        if not self.received:
             return delay_after_error(self.policy, self.url, error, attempt, self.resumable)
-        if not self.resumable or attempt >= self.policy.attempts - 1:
+        if self.last_id is None or not self.resumable or attempt >= self.policy.attempts - 1:
+            after = f"event {self.last_id!r}" if self.last_id is not None else "events without ids"
             raise EndpointUnavailableError(
-                0, f"the event stream from {self.url} broke after event {self.last_id!r}: {error}"
+                0, f"the event stream from {self.url} broke after {after} and cannot be resumed: {error}"
             ) from error
         return self.retry_ms / 1000 if self.retry_ms is not None else self.policy.delay(attempt)
 
