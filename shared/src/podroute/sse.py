@@ -46,14 +46,14 @@ class ServerSentEvent:
 
 
 def encode_event(
-    data: bytes, event: str | None = None, id: str | None = None, retry_ms: int | None = None
+    data: bytes, event: str | None = None, event_id: str | None = None, retry_ms: int | None = None
 ) -> bytes:
     """One SSE frame; data spanning lines is sent as one `data:` line per line."""
     head = b""
     if event:
         head += b"event: " + _field(event) + b"\n"
-    if id is not None:
-        head += b"id: " + _field(id) + b"\n"
+    if event_id is not None:
+        head += b"id: " + _field(event_id) + b"\n"
     if retry_ms is not None:
         head += b"retry: %d\n" % retry_ms
     if b"\n" in data or b"\r" in data:
