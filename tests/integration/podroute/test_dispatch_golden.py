@@ -8,7 +8,8 @@ request machinery for every route), by running this module as a script:
 It holds, for a broad set of requests (every route shape, every error status, SSE, oversize
 bodies, unknown query keys, reserved paths, wrong methods, bad JSON), the status, the headers that
 matter and the body, with request ids normalised. The test replays the same requests through real
-Hypercorn on a loopback port and asserts the same answers. `INTENDED_CHANGES` lists the only
+Hypercorn on a loopback port and asserts the same answers. Cases added later (after a comment
+naming their issue) were recorded when their feature landed; no earlier answer was re-recorded. `INTENDED_CHANGES` lists the only
 answers that changed on purpose, with the issue that asked for it.
 """
 
@@ -40,6 +41,7 @@ from podroute import (
     accepts,
     create_app,
     on_startup,
+    WebSocket,
     remote,
     use_registry,
 )
@@ -175,6 +177,11 @@ def declare_routes(resource: CpuLiveLoadBalancer | CpuLoadBalancerSlsResource) -
     async def nothing() -> None:
         return None
 
+    @remote(resource, method="WEBSOCKET", path="/socket")
+    async def socket(channel: WebSocket[str]) -> None:
+        async for message in channel:
+            await channel.send(message)
+
 
 def _chunks(size: int) -> Iterator[bytes]:
     sent = 0
@@ -266,6 +273,10 @@ MAIN_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET 404 request id echoed", "GET", "/nothing", {"headers": {"X-Request-ID": "trace-9"}}),
     ("POST 422 request id echoed", "POST", "/users", {"json": {}, "headers": {"X-Request-ID": "trace-10"}}),
     ("GET /docs", "GET", "/docs", {}),
+    # added with WebSocket routes (issue #13): the HTTP side of a WebSocket path
+    ("GET /socket without the upgrade", "GET", "/socket", {}),
+    ("HEAD /socket without the upgrade", "HEAD", "/socket", {}),
+    ("POST /socket wrong method", "POST", "/socket", {"json": {}}),
 ]
 
 PREFIXED_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [

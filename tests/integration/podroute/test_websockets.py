@@ -111,6 +111,16 @@ def test_a_refused_handshake_is_a_problem(served: Served) -> None:
         )
 
 
+def test_http_routes_and_execute_get_the_startup_value(served: Served) -> None:
+    with EndpointClient(served.base, retry=NO_RETRY) as client:
+        assert client.post("/greet", json={"name": "ann"}) == {"text": "hello ann"}
+        executed = client.post("/execute", json={"function": "greet", "kwargs": {"name": "bo"}})
+        assert executed == {"result": {"text": "hello bo"}}
+        with pytest.raises(EndpointError) as extra:
+            client.post("/greet", json={"name": "ann", "greeter": "mine"})  # not settable by a request
+        assert extra.value.status == 422
+
+
 def test_stream_reports_its_error_as_the_last_event(served: Served) -> None:
     with EndpointClient(served.base, retry=NO_RETRY) as client:
         seen = []
