@@ -28,7 +28,7 @@ from typing import Any, Literal, Protocol
 import httpx
 
 import podroute
-from podroute.client import RetryPolicy, retry_after_seconds
+from podroute.client_policy import RetryPolicy, retry_after_seconds
 from podroute.deploy import DeployError, ProviderUnavailableError
 
 log = logging.getLogger("podroute.runpod")

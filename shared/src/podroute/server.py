@@ -192,7 +192,7 @@ def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
         app,
         loop="uvloop" if install_uvloop() else "asyncio",
         http=limited_httptools_protocol(settings),
-        ws="websockets-sansio",
+        ws="websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
         ws_max_size=message_limit(app),
         lifespan="on",
         log_config=None,
