@@ -219,9 +219,11 @@ class LeanDispatch:
         if found is None:
             await self._not_routed(scope, receive, send)
             return
-        head = _RequestHead(scope["headers"])
         handler = found.handler
-        assert not isinstance(handler, SocketEndpoint)  # resolved by an HTTP method
+        if isinstance(handler, SocketEndpoint):  # an HTTP request whose method is literally WEBSOCKET
+            await self._not_routed(scope, receive, send)
+            return
+        head = _RequestHead(scope["headers"])
         if isinstance(handler, Health):
             await self._serve_health(handler.state, head.request_id, send, method == "HEAD")
             return

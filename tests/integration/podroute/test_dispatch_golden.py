@@ -9,8 +9,8 @@ It holds, for a broad set of requests (every route shape, every error status, SS
 bodies, unknown query keys, reserved paths, wrong methods, bad JSON), the status, the headers that
 matter and the body, with request ids normalised. The test replays the same requests through real
 Hypercorn on a loopback port and asserts the same answers. Cases added later (after a comment
-naming their issue) were recorded when their feature landed; no earlier answer was re-recorded. `INTENDED_CHANGES` lists the only
-answers that changed on purpose, with the issue that asked for it.
+naming their issue) were recorded when their feature landed; no earlier answer was re-recorded.
+`INTENDED_CHANGES` lists the only answers that changed on purpose, with the issue that asked for it.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ from podroute import (
     HTTPError,
     Mount,
     Registry,
+    WebSocket,
     accepts,
     create_app,
     on_startup,
-    WebSocket,
     remote,
     use_registry,
 )

@@ -95,6 +95,11 @@ def test_http_requests_to_a_websocket_path(served: Served) -> None:
     posted = httpx.post(f"{served.base}/ask/lobby", json={})
     assert (posted.status_code, posted.headers["allow"]) == (405, "GET, HEAD")
     assert "GET with Upgrade: websocket opens the WebSocket" in posted.json()["detail"]
+    literal = httpx.request("WEBSOCKET", f"{served.base}/echo")  # the route's method is not an HTTP one
+    if served.server == "uvicorn":  # httptools refuses a method it does not know before the app runs
+        assert literal.status_code == 400
+    else:
+        assert (literal.status_code, literal.headers["allow"]) == (405, "GET, HEAD")
 
 
 def test_a_refused_handshake_is_a_problem(served: Served) -> None:
