@@ -88,6 +88,8 @@ class Endpoint:
     is_stream: bool
     reads_body: bool
     bound: BoundRoute
+    takes_outside_args: bool
+    """Whether the route has `Startup[T]` or `LastEventId` parameters (most routes have neither)."""
 
     @classmethod
     def of(cls, bound: BoundRoute) -> Endpoint:
@@ -101,6 +103,7 @@ class Endpoint:
             is_stream=inspect.isasyncgenfunction(function),
             reads_body=not bound.binder.uses_query,
             bound=bound,
+            takes_outside_args=bool(bound.startup_args) or bound.binder.last_event_param is not None,
         )
 
     def add_outside_args(self, kwargs: dict[str, Any], head: _RequestHead) -> None:
@@ -267,7 +270,8 @@ class LeanDispatch:
                 head.content_type,
                 lambda: self._quart_request(scope, body),
             )
-            endpoint.add_outside_args(kwargs, head)
+            if endpoint.takes_outside_args:
+                endpoint.add_outside_args(kwargs, head)
             if endpoint.is_stream:
                 await self._stream(endpoint.function(**kwargs), rid, receive, send)
                 return
