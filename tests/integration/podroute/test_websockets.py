@@ -14,6 +14,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from podroute.client import EndpointClient, EndpointError, RetryPolicy, StreamError
 from podroute.dev import create_dev_app
+from podroute.discovery import isolated_imports
 from tests.helpers import cli_server, free_port, hypercorn_server
 from tests.socket_support import Served, make_chat_project, podroute_serve
 
@@ -175,7 +176,9 @@ def test_the_default_message_limit_is_one_mebibyte(project: Path) -> None:
 
 
 def test_dev_server_serves_websockets_under_the_service_prefix(project: Path) -> None:
-    with hypercorn_server(create_dev_app(project)) as base:
+    with isolated_imports(project):  # this project's `services` package must not outlive the test
+        app = create_dev_app(project)
+    with hypercorn_server(app) as base:
         ws = "ws" + base.removeprefix("http")
         with connect(f"{ws}/chat/echo") as socket:
             socket.send("dev")
