@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import re
 import subprocess
 import sys
@@ -12,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from podroute import AppSettings, LoadBalancerSlsResource, Registry, create_app, use_registry
+from podroute import AppSettings, LoadBalancerSlsResource, create_app
 from podroute.app import podroute_state
 from podroute.arrays import INT64_MAX
+from podroute.discovery import load_target
 from services.gpu import endpoint
 from services.gpu.endpoint import TorchRuntime, compute, gpu_info, summarize
 from tests.helpers import REPO_ROOT
@@ -144,9 +144,8 @@ def test_running_the_module_prints_each_function_once() -> None:
 def test_the_routes_get_torch_from_the_startup_hook_not_a_global() -> None:
     source = Path(endpoint.__file__).read_text()
     assert not re.search(r"^\s*global\s", source, re.MULTILINE)
-    with use_registry(Registry()) as registry:
-        module = importlib.reload(endpoint)
-        app = create_app(module.api, registry=registry, settings=AppSettings())
+    resource, registry = load_target("services.gpu.endpoint")  # as `podroute serve` loads it
+    app = create_app(resource, registry=registry, settings=AppSettings())
     hooks = podroute_state(app).startup[0].hooks
     wired = {
         b.route.name: [(name, hooks[i].__name__) for name, i in b.startup_args]
