@@ -14,6 +14,7 @@ async def upper(text: str) -> dict:
 from podroute.app import create_app
 from podroute.binding import accepts
 from podroute.errors import HTTPError
+from podroute.params import LastEventId, Startup
 from podroute.registry import (
     Registry,
     Route,
@@ -32,6 +33,8 @@ from podroute.resources import (
     ResourceConfigError,
 )
 from podroute.settings import AppSettings, ServerSettings
+from podroute.sockets import WebSocket, WebSocketClosedError
+from podroute.sse import ServerSentEvent
 from podroute.state import Mount
 
 __version__ = "0.1.0"
@@ -41,6 +44,7 @@ __all__ = [
     "CpuLiveLoadBalancer",
     "CpuLoadBalancerSlsResource",
     "HTTPError",
+    "LastEventId",
     "LiveLoadBalancer",
     "LoadBalancerSlsResource",
     "Mount",
@@ -49,7 +53,11 @@ __all__ = [
     "ResourceConfigError",
     "Route",
     "RouteDeclarationError",
+    "ServerSentEvent",
     "ServerSettings",
+    "Startup",
+    "WebSocket",
+    "WebSocketClosedError",
     "__version__",
     "accepts",
     "create_app",

@@ -69,6 +69,9 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     on_state: StateListener | None = None
     on_log: LogListener | None = None
+    retired: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
+    """Set once the worker leaves service (draining, unhealthy, stopped): long-lived connections
+    through the gateway (WebSockets) are closed then, so the drain can finish."""
     _health_task: asyncio.Task[None] | None = None
     _output_task: asyncio.Task[None] | None = None
 
@@ -108,6 +111,8 @@ class Worker:
         if state == self.state:
             return
         self.state = state
+        if state not in LIVE_STATES:
+            self.retired.set()
         self._tell(state, reason)
 
     def _tell(self, state: str, reason: str) -> None:
@@ -196,6 +201,7 @@ class Worker:
     async def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the worker's process group, then SIGKILL after `grace_s`."""
         previous, self.state = self.state, "stopped"
+        self.retired.set()
         if self._health_task is not None and self._health_task is not asyncio.current_task():
             self._health_task.cancel()
         process = self.process
