@@ -15,12 +15,16 @@ from pathlib import Path
 
 from podroute import __version__
 from podroute.build import BuildError, build_project
+from podroute.cli_secrets import add_secret_parser, run_secret
 from podroute.deploy import DeployError, Deployments, EndpointInfo, find_endpoint, provider_for, send
 from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
 from podroute.runpod_api import RunPodSettings
+from podroute.runtime.volumes import VolumeConfigError, parse_volumes
+from podroute.secret_stores import check_deploy_secrets
+from podroute.secrets import SecretNameError
 from podroute.server import SERVERS, ServerError, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
@@ -32,6 +36,8 @@ _USER_ERRORS = (
     ResourceConfigError,
     BuildError,
     DeployError,
+    SecretNameError,
+    VolumeConfigError,
 )
 
 
@@ -107,6 +113,14 @@ def _build_parser() -> argparse.ArgumentParser:
     runtime.add_argument("--port", type=int, help="port (env PODROUTE_RUNTIME_PORT, default 8800)")
     runtime.add_argument("--data-dir", type=Path, help="state folder (env PODROUTE_RUNTIME_DIR)")
     runtime.add_argument("--env-mode", choices=("isolated", "shared"), help="worker environments")
+    runtime.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="VOLUME_ID=FOLDER",
+        help="host folder of a network volume, seen by workers at the resource's volumeMountPath "
+        "(repeatable; env PODROUTE_RUNTIME_VOLUMES)",
+    )
 
     deploy = commands.add_parser("deploy", help="deploy builds to an environment and manage them")
     actions = deploy.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -166,6 +180,7 @@ def _build_parser() -> argparse.ArgumentParser:
     scale.add_argument("--idle-timeout", type=int, dest="idleTimeout", help="idleTimeout in seconds")
     scale.add_argument("--scaler-value", type=int, dest="scalerValue", help="requests per worker")
     scale.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
+    add_secret_parser(commands)
     return parser
 
 
@@ -229,6 +244,8 @@ def _runtime(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.volume:
+        overrides["volumes"] = {**settings.volumes, **parse_volumes(",".join(args.volume))}
     settings = dataclasses.replace(settings, **overrides)
     app = create_runtime_app(settings)
     print(
@@ -283,6 +300,7 @@ def _deploy(args: argparse.Namespace) -> int:
                 raise DeployError(f"--image {item!r}: write SERVICE/RESOURCE=IMAGE")
             images[key] = image
         builds = build_project(project, args.services, progress=_progress)
+        check_deploy_secrets(deployments.environment(args.env), args.env, builds, _progress)
         for key, info in send(deployments, args.env, builds, args.timeout, _progress):
             print(f"{key}: healthy at {info.url}")
             print(f"  try: {_curl_example(args.env, key, info)}")
@@ -358,6 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runtime": _runtime,
             "deploy": _deploy,
             "scale": _scale,
+            "secret": run_secret,
         }[args.command]
         return handler(args)
     except _USER_ERRORS as error:

@@ -66,6 +66,8 @@ from podroute.runpod_api import (
     TemplateSpec,
     api_for,
 )
+from podroute.runpod_secrets import RunPodSecrets
+from podroute.secrets import check_secrets, missing_secrets_message
 
 log = logging.getLogger("podroute.runpod")
 
@@ -73,6 +75,8 @@ KEEP_RELEASES = 5
 """Release templates kept per endpoint (older ones are deleted after a successful rollout)."""
 
 SCALING_FIELDS = ("workersMin", "workersMax", "idleTimeout", "scalerValue")
+RUNPOD_VOLUME_PATH = "/runpod-volume"
+"""Where RunPod serverless workers see their endpoint's network volume."""
 _T = TypeVar("_T")
 
 
@@ -87,6 +91,12 @@ class SecretStr(str):
 
 def endpoint_config(resource: Mapping[str, Any], compute: str) -> EndpointConfig:
     """The endpoint configuration a build's resource (`manifest["resource"]`) asks for."""
+    mount_path = str(resource.get("volumeMountPath") or RUNPOD_VOLUME_PATH)
+    if resource.get("networkVolumeId") and mount_path != RUNPOD_VOLUME_PATH:
+        raise DeployError(
+            f"RunPod serverless mounts network volumes at {RUNPOD_VOLUME_PATH}, not {mount_path}: "
+            f"remove volumeMountPath (or set it to {RUNPOD_VOLUME_PATH}) to deploy to RunPod"
+        )
     pools: list[str] = []
     excluded: list[str] = []
     if compute == "gpu":
@@ -180,6 +190,7 @@ class RunPodProvider:
         self.settings = settings or RunPodSettings.from_env()
         self.images = dict(images or {})
         self.api = api or api_for(self.settings, sleep)
+        self.secrets = RunPodSecrets(self.settings, sleep)
         self._sleep = sleep
 
     def __repr__(self) -> str:
@@ -193,6 +204,7 @@ class RunPodProvider:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.api.close()
+        self.secrets.close()
 
     # --- the Provider interface -------------------------------------------------------------
 
@@ -205,6 +217,7 @@ class RunPodProvider:
         config = endpoint_config(build.manifest["resource"], build.manifest["compute"])
         existing = self._own_endpoint(name)
         spec = self._spec(build, env, base={})
+        self._check_secrets(spec)
         template = self._ensure_release(name, spec, existing.release if existing else 0)
         if existing is not None:
             log.info("runpod: endpoint %s already exists (%s); bringing it up to date", name, existing.id)
@@ -240,6 +253,7 @@ class RunPodProvider:
             spec = TemplateSpec(
                 image=serving.image, env={**base, **(env or {}), **build_env}, compute=config.compute
             )
+        self._check_secrets(spec)
         template = self._ensure_release(endpoint.name, spec, endpoint.release)
         updated = self.api.update_endpoint(endpoint, config, template)
         self._prune(endpoint.name, keep=updated.release)
@@ -372,12 +386,21 @@ class RunPodProvider:
 
     # --- helpers ------------------------------------------------------------------------------
 
+    def _check_secrets(self, spec: TemplateSpec) -> None:
+        """DeployError, before anything is created, when the env refers to secrets RunPod lacks."""
+        missing = check_secrets({"env": spec.env}, self.secrets)
+        if missing:
+            raise DeployError(missing_secrets_message(missing, "RunPod (platform secrets)"))
+
     def _spec(self, build: BuildResult, env: Mapping[str, str], base: Mapping[str, str]) -> TemplateSpec:
+        resource = build.manifest["resource"]
+        volume = {"RUNPOD_VOLUME_PATH": RUNPOD_VOLUME_PATH} if resource.get("networkVolumeId") else {}
         merged = {
             "PORT": "80",
             "PORT_HEALTH": "80",
             **base,
-            **build.manifest["resource"].get("env", {}),
+            **volume,
+            **resource.get("env", {}),
             **env,
             BUILD_ENV: build.sha256,
         }

@@ -667,6 +667,12 @@ class GraphQLApi:
                 self._sleep(self.settings.retry.delay(attempt))
         raise RunPodUnavailableError(f"RunPod {what} still failing after {attempts} tries; try again later")
 
+    def execute(
+        self, query: str, variables: dict[str, Any], *, what: str, idempotent: bool
+    ) -> dict[str, Any]:
+        """Run any other operation (e.g. secrets) with the same auth, retries and error mapping."""
+        return self._run(query, variables, what=what, idempotent=idempotent)
+
     def list_templates(self) -> list[Template]:
         """myself { podTemplates }."""
         data = self._run(_LIST_TEMPLATES, {}, what="list templates", idempotent=True)

@@ -109,6 +109,10 @@ class LocalRuntimeProvider:
         result: dict[str, Any] = response.json()
         return result
 
+    def control(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """Call another route of the runtime's control API (`/control<path>`; e.g. its secrets)."""
+        return self._call(method, path, **kwargs)
+
     @staticmethod
     def _info(body: dict[str, Any]) -> EndpointInfo:
         return EndpointInfo(id=body["id"], url=body["url"], status=body, api_key=body.get("api_key"))

@@ -30,6 +30,8 @@ from podroute.build import BuildError, extract_artifact
 from podroute.resources import ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
 from podroute.runtime.pool import EndpointPool, NoWorkerError
+from podroute.runtime.secret_routes import register_secret_routes
+from podroute.runtime.secret_store import EncryptedSecretStore
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -40,7 +42,9 @@ from podroute.runtime.state import (
     new_api_key,
     new_endpoint_id,
 )
+from podroute.runtime.volumes import VolumeConfigError, parse_volumes, volume_mount_for
 from podroute.runtime.workers import WorkerSpec
+from podroute.secrets import check_secrets, missing_secrets_message
 from podroute.settings import SettingsError
 
 logger = logging.getLogger("podroute.runtime")
@@ -86,6 +90,7 @@ class RuntimeSettings:
     startup_timeout_s: float = 600.0
     public_url: str = ""
     extra_env: dict[str, str] = field(default_factory=dict)
+    volumes: dict[str, Path] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -94,7 +99,7 @@ class RuntimeSettings:
 
     @classmethod
     def from_env(cls) -> RuntimeSettings:
-        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S."""
+        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S, VOLUMES."""
         env = os.environ
         return cls(
             data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
@@ -104,6 +109,7 @@ class RuntimeSettings:
             environment_mode=env.get("PODROUTE_RUNTIME_ENV_MODE", "isolated"),
             wait_limit_s=_float_env("PODROUTE_RUNTIME_WAIT_S", 120.0),
             execution_limit_s=_float_env("PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
+            volumes=parse_volumes(env.get("PODROUTE_RUNTIME_VOLUMES", "")),
         )
 
 
@@ -128,6 +134,7 @@ class LocalRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.token = settings.token or load_or_create_token(self.data_dir)
         self.state = StateFile(self.data_dir)
+        self.secrets = EncryptedSecretStore(self.data_dir)
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
         self.http: httpx.AsyncClient | None = None
@@ -186,10 +193,14 @@ class LocalRuntime:
         python = await self.environments.python_for(manifest["dependencies"])
         env = {
             **self.settings.extra_env,
-            **release.env,
+            **self.secrets.resolve_env(release.env),  # decrypted only here, for the worker process
             "RUNPOD_ENDPOINT_ID": record.id,
             "PODROUTE_ACCESS_LOG": "0",
         }
+        resource = manifest["resource"]
+        volume = volume_mount_for(
+            self.settings.volumes, resource.get("networkVolumeId", ""), resource.get("volumeMountPath", "")
+        )
         return WorkerSpec(
             python=python,
             cwd=self.build_dir(release.build) / "root" / "app",
@@ -197,7 +208,19 @@ class LocalRuntime:
             env=env,
             release_key=release.key,
             startup_timeout_s=self.settings.startup_timeout_s,
+            volume=volume,
         )
+
+    def _check_release(self, manifest: dict[str, Any], env: dict[str, str]) -> None:
+        """Refuse a release whose secrets or network volume this runtime does not have."""
+        missing = check_secrets({"env": env}, self.secrets)
+        if missing:
+            raise ControlError(422, missing_secrets_message(missing, "the local runtime"))
+        resource = manifest["resource"]
+        try:
+            volume_mount_for(self.settings.volumes, resource.get("networkVolumeId", ""), "")
+        except VolumeConfigError as error:
+            raise ControlError(422, str(error)) from None
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -229,6 +252,7 @@ class LocalRuntime:
         manifest = self._check_build(str(payload.get("build", "")))
         name = str(payload.get("name") or manifest["resource"]["name"])
         env = {**manifest["resource"].get("env", {}), **_env_of(payload)}
+        self._check_release(manifest, env)
         key = new_api_key()
         record = EndpointRecord(
             id=new_endpoint_id(),
@@ -249,6 +273,8 @@ class LocalRuntime:
         build = str(payload.get("build") or record.release.build)
         manifest = self._check_build(build)
         env = _env_of(payload) if "env" in payload else record.release.env
+        if "build" in payload or "env" in payload:
+            self._check_release(manifest, env)
         release = Release(build=build, env=env)
         if release.key != record.release.key:
             record.releases.append(release)
@@ -438,6 +464,7 @@ def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
     app.before_serving(runtime.start)
     app.after_serving(runtime.stop)
     _register_control(app, runtime)
+    register_secret_routes(app, runtime.secrets)
     _register_gateway(app, runtime)
     return app
 
