@@ -31,6 +31,7 @@ from podroute.resources import (
     Resource,
     ResourceConfigError,
 )
+from podroute.secrets import Secret
 from podroute.settings import AppSettings, ServerSettings
 
 __version__ = "0.1.0"
@@ -48,6 +49,7 @@ __all__ = [
     "ResourceConfigError",
     "Route",
     "RouteDeclarationError",
+    "Secret",
     "ServerSettings",
     "__version__",
     "accepts",
