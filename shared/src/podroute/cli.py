@@ -107,7 +107,9 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Deploys artifacts as worker processes behind a gateway with RunPod's load-balancer "
         "semantics. Env: PODROUTE_RUNTIME_HOST/PORT (localhost:8800), PODROUTE_RUNTIME_DIR "
         "(.podroute/runtime: state, builds, worker environments, and the control token file), "
-        "PODROUTE_RUNTIME_TOKEN, PODROUTE_RUNTIME_ENV_MODE (isolated|shared), PODROUTE_RUNTIME_WAIT_S (120).",
+        "PODROUTE_RUNTIME_TOKEN, PODROUTE_RUNTIME_ENV_MODE (isolated|shared), PODROUTE_RUNTIME_WAIT_S (120), "
+        "PODROUTE_RUNTIME_VOLUMES (VOLUME_ID=FOLDER,...). Secrets are kept encrypted in the state folder "
+        "(secrets.json + secret.key).",
     )
     runtime.add_argument("--host", help="address (env PODROUTE_RUNTIME_HOST, default localhost)")
     runtime.add_argument("--port", type=int, help="port (env PODROUTE_RUNTIME_PORT, default 8800)")
