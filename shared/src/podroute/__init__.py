@@ -31,6 +31,7 @@ from podroute.resources import (
     Resource,
     ResourceConfigError,
 )
+from podroute.secrets import Secret
 from podroute.settings import AppSettings, ServerSettings
 from podroute.state import Mount
 
@@ -49,6 +50,7 @@ __all__ = [
     "ResourceConfigError",
     "Route",
     "RouteDeclarationError",
+    "Secret",
     "ServerSettings",
     "__version__",
     "accepts",

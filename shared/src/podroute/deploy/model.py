@@ -68,6 +68,21 @@ def endpoint_name(target: Target) -> str:
     return f"{full[: NAME_MAX - 9].rstrip('-')}-{digest}"
 
 
+SECRET_NAME_MAX = 128
+"""Provider-side secret names are at most this long (letters, digits, '_', '.', '-')."""
+
+
+def env_secret_name(target: Target, key: str) -> str:
+    """The provider-side secret that holds the value of env variable `key` of a target (the
+    dashboard's secret env values): `<endpoint_name(target)>-<KEY>`, the same for every re-run, cut
+    with a hash of the whole when longer than 128 characters."""
+    full = f"{endpoint_name(target)}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}"
+    if len(full) <= SECRET_NAME_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: SECRET_NAME_MAX - 9]}-{digest}"
+
+
 def target_labels(target: Target) -> dict[str, str]:
     """The marker labels a provider endpoint of `target` carries."""
     return {
