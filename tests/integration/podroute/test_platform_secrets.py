@@ -1,6 +1,7 @@
 """Platform secrets end to end through the CLI: the local runtime (a real `podroute runtime`) and
-RunPod (the fake, over both APIs). A deploy that refers to a missing secret creates nothing; once
-added, workers get the value while artifacts, manifests, records, logs and status never hold it."""
+RunPod (the fake, over both APIs). A deploy that refers to a missing secret creates nothing, whether
+the CLI or the dashboard's worker runs the one rollout engine; once added, workers get the value
+while artifacts, manifests, records, logs and status never hold it."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podroute.build import build_project
-from podroute.deploy import DeployError, Deployments
-from podroute.runpod import RunPodProvider
+from podroute.build import BuildResult, build_project
+from podroute.deploy.model import DesiredConfig, Target, resolve_config
+from podroute.deploy.rollout import roll_out
+from podroute.project import project_name
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.http import RunPodSettings
+from podroute.providers.runpod.provider import RunPodProvider
 from tests.fake_runpod import API_KEY, FakeRunPod, fake_runpod_server
-from tests.runtime_support import run_cli, runtime_process
+from tests.runtime_support import endpoint_entry, run_cli, runtime_process
 
 SERVICE = """\
 import hashlib
@@ -54,10 +59,11 @@ def make_vault_project(root: Path, resource_class: str) -> Path:
 
 
 def add_secret(
-    project: Path, env_name: str, name: str, value: str, **env: str
+    project: Path, env_name: str, name: str, value: str, replace: str = "", **env: str
 ) -> subprocess.CompletedProcess[str]:
+    flags = ["--replace"] if replace else []
     return subprocess.run(
-        [sys.executable, "-m", "podroute", "secret", "add", env_name, name, "--description", "test"],
+        [sys.executable, "-m", "podroute", "secret", "add", env_name, name, "--description", "test", *flags],
         cwd=project,
         input=value + "\n",
         capture_output=True,
@@ -65,6 +71,10 @@ def add_secret(
         timeout=60,
         env={**os.environ, **env},
     )
+
+
+def declared(build: BuildResult) -> DesiredConfig:
+    return resolve_config(build.manifest["resource"], {})
 
 
 def files_holding(folder: Path, value: str) -> list[Path]:
@@ -87,23 +97,33 @@ def test_local_runtime_secrets(tmp_path: Path) -> None:
         outputs += [refused.stdout, refused.stderr]
         assert refused.returncode == 2
         assert "'api-token'" in refused.stderr and "nothing was created" in refused.stderr
+        assert "the local provider of environment 'test'" in refused.stderr
         assert "podroute secret add test NAME" in refused.stderr
-        assert "warning: vault/vault: env SERVICE_TOKEN is a plain value" in refused.stderr
-        assert "Secret('service-token')" in refused.stderr
-        assert runtime.provider().find("test-vault") == []
+        assert runtime.provider().list_endpoints() == []
         assert httpx.get(
             f"{runtime.url}/control/endpoints", headers={"Authorization": f"Bearer {runtime.token}"}
         ).json() == {"endpoints": []}
 
-        # the runtime itself refuses too (a tool that skips the CLI check still creates nothing)
+        # the engine the dashboard's worker calls warns and refuses the same way, before its upload
         provider = runtime.provider()
         [build] = build_project(project, [])
+        target = Target(project_name(project), "test", "vault", "vault")
+        lines: list[str] = []
+        with pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
+            roll_out(
+                provider, target, build, declared(build), deployed_by="dashboard:x", progress=lines.append
+            )
+        assert any("warning: vault/vault: env SERVICE_TOKEN is a plain value" in line for line in lines)
+        assert any("Secret('service-token')" in line for line in lines)
+        assert not any("uploading" in line for line in lines) and provider.list_endpoints() == []
+
+        # the runtime itself refuses too (a tool that skips the engine still creates nothing)
         provider.upload(build)
         with pytest.raises(
             DeployError, match=r"422: secret\(s\) 'api-token' .* local runtime; nothing was created"
         ):
-            provider.create(build, "test-vault", {})
-        assert provider.find("test-vault") == []
+            provider.create(target, build, declared(build), deployed_by="cli:test")
+        assert provider.list_endpoints() == []
 
         added = add_secret(project, "test", "api-token", value)
         assert added.returncode == 0, added.stderr
@@ -116,7 +136,8 @@ def test_local_runtime_secrets(tmp_path: Path) -> None:
 
         sent = run_cli(["deploy", "send", "test", "--timeout", "60"], project)
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        entry = Deployments(project).environments["test"]["endpoints"]["vault/vault"]
+        assert "warning: vault/vault: env SERVICE_TOKEN is a plain value" in sent.stderr
+        entry = endpoint_entry(project, runtime, "test", "vault/vault")
         answer = httpx.get(
             f"{entry['url']}/token", headers={"Authorization": f"Bearer {entry['api_key']}"}, timeout=30
         )
@@ -136,6 +157,14 @@ def test_local_runtime_secrets(tmp_path: Path) -> None:
         outputs += [added.stdout, added.stderr, listed.stdout, sent.stdout, sent.stderr, status.stdout]
         outputs += [status.stderr, described.text, secrets_listed.text]
 
+        # --replace stores a new value under the same name (RunPod has no update: delete + create)
+        newer = "tok-" + secrets.token_hex(20)
+        replaced = add_secret(project, "test", "api-token", newer, replace="1")
+        assert replaced.returncode == 0, replaced.stderr
+        listed_again = run_cli(["secret", "list", "test"], project)
+        assert listed_again.stdout.count("api-token") == 1
+        outputs += [replaced.stdout, replaced.stderr, listed_again.stdout]
+
         deleted = run_cli(["secret", "delete", "test", "api-token"], project)
         assert deleted.returncode == 0 and "deleted" in deleted.stdout
         missing = run_cli(["secret", "delete", "test", "api-token"], project)
@@ -144,8 +173,9 @@ def test_local_runtime_secrets(tmp_path: Path) -> None:
     for name in ("secrets.json", "secret.key"):
         assert stat.S_IMODE((data_dir / name).stat().st_mode) == 0o600
     assert (data_dir / "runtime.log").is_file()  # the runtime's whole output: checked with the rest
-    assert files_holding(project / ".podroute", value) == []
-    assert not any(value in text for text in outputs)
+    for held in (value, newer):
+        assert files_holding(project / ".podroute", held) == []
+        assert not any(held in text for text in outputs)
 
 
 @pytest.fixture
@@ -165,9 +195,7 @@ def runpod_env(base: str) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("api", ["rest", "graphql"])
-def test_runpod_platform_secrets(
-    fake: tuple[FakeRunPod, str], tmp_path: Path, api: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_runpod_platform_secrets(fake: tuple[FakeRunPod, str], tmp_path: Path, api: str) -> None:
     state, base = fake
     env = runpod_env(base)
     project = make_vault_project(tmp_path / "project", "CpuLoadBalancerSlsResource")
@@ -184,20 +212,18 @@ def test_runpod_platform_secrets(
     refused = run_cli(["deploy", "send", "prod", *image, "--timeout", "20"], project, **env)
     outputs += [refused.stdout, refused.stderr]
     assert refused.returncode == 2
-    assert (
-        "'api-token'" in refused.stderr and "RunPod (platform secrets); nothing was created" in refused.stderr
-    )
+    assert "'api-token'" in refused.stderr and "nothing was created" in refused.stderr
+    assert "the runpod provider of environment 'prod'" in refused.stderr
     assert state.endpoints == {} and state.templates == {}
     assert state.count("saveTemplate") == state.count("POST /v2/templates") == 0
 
-    # the provider checks on its own too (the dashboard's deploys go through it)
-    for key, val in env.items():
-        monkeypatch.setenv(key, val)
+    # the one engine refuses the same way when the dashboard's worker calls it
     [build] = build_project(project, [])
-    build.manifest["image"] = "ghcr.io/acme/vault:1"
-    provider = RunPodProvider(images={})
-    with pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
-        provider.create(build, "prod-vault", {})
+    target = Target(project_name(project), "prod", "vault", "vault")
+    settings = RunPodSettings.from_env(environ=env, api=api)
+    with RunPodProvider(settings, images={"vault/vault": "ghcr.io/acme/vault:1"}) as provider:
+        with pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
+            roll_out(provider, target, build, declared(build), deployed_by="dashboard:x")
     assert state.endpoints == {} and state.templates == {}
 
     added = add_secret(project, "prod", "api-token", value, **env)

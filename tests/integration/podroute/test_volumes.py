@@ -9,12 +9,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from podroute.deploy import DeployError, Deployments
+from podroute.providers.base import DeployError
+from podroute.providers.runpod.provider import RunPodProvider
 from podroute.resources import CpuLoadBalancerSlsResource
-from podroute.runpod import RunPodProvider
 from podroute.runtime.volumes import can_mount
 from tests.fake_runpod import FakeRunPod, fake_runpod_server
-from tests.integration.podroute.test_runpod_provider import make_build, settings_for
+from tests.integration.podroute.test_runpod_provider import (
+    TARGET,
+    config_of,
+    create,
+    make_build,
+    settings_for,
+)
 from tests.runtime_support import deploy, run_cli, runtime_process
 
 MODEL_SERVICE = """\
@@ -78,8 +84,10 @@ def test_a_volume_the_runtime_lacks_fails_the_deploy_before_creating(tmp_path: P
         assert sent.returncode == 2
         assert "422: network volume 'vol-models' has no host folder on this runtime" in sent.stderr
         assert "--volume vol-models=/path/to/folder" in sent.stderr
-        assert runtime.provider().find("test-model") == []
-        assert Deployments(project).environments["test"]["endpoints"] == {}
+        assert runtime.provider().list_endpoints() == []
+        assert httpx.get(
+            f"{runtime.url}/control/endpoints", headers={"Authorization": f"Bearer {runtime.token}"}
+        ).json() == {"endpoints": []}
 
 
 @pytest.fixture
@@ -95,19 +103,20 @@ def test_network_volume_reaches_runpod(fake: tuple[FakeRunPod, str], tmp_path: P
     volume = CpuLoadBalancerSlsResource(name="api", networkVolumeId="vol-models").to_config()
     build.manifest["resource"]["networkVolumeId"] = volume["networkVolumeId"]
     provider = RunPodProvider(settings_for(base, api))
-    info = provider.create(build, "prod-api", {})
+    info = create(provider, build)
     endpoint = state.endpoints[info.id]
     if api == "rest":
         assert endpoint.config["networkVolumes"] == ["vol-models"]
     else:
         assert endpoint.config["networkVolumeId"] == "vol-models"
-    assert info.status["config"]["network_volume_id"] == "vol-models"
-    [template] = state.templates.values()
+    assert info.details["config"]["network_volume_id"] == "vol-models"
+    assert info.serving["env_keys"] == ["MODE"]  # the platform's variable is no drift
+    [template] = [t for t in state.templates.values() if "__r" in t["name"]]
     assert template["env"]["RUNPOD_VOLUME_PATH"] == "/runpod-volume"
     provider.delete(info.id)
 
     elsewhere = make_build(tmp_path, tag="b")
     elsewhere.manifest["resource"].update(networkVolumeId="vol-models", volumeMountPath="/data")
     with pytest.raises(DeployError, match="RunPod serverless mounts network volumes at /runpod-volume"):
-        provider.create(elsewhere, "prod-api", {})
+        provider.create(TARGET, elsewhere, config_of(elsewhere), deployed_by="cli:test")
     assert state.endpoints == {} and state.templates == {}

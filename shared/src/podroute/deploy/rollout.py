@@ -19,8 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from podroute.build import BuildResult
-from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name, env_secret_name
-from podroute.deploy.preflight import credential_lines, require_secrets, store_secret_env, with_secret_env
+from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name
+from podroute.deploy.preflight import (
+    SecretEnv,
+    credential_lines,
+    require_secrets,
+    store_secret_env,
+    with_secret_env,
+)
 from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, Provider
 
 log = logging.getLogger("podroute.deploy")
@@ -70,7 +76,7 @@ def roll_out(
     deployed_by: str,
     progress: Progress = _quiet,
     timeout_s: float = 300.0,
-    secret_env: Mapping[str, str] | None = None,
+    secret_env: SecretEnv | None = None,
 ) -> RolloutResult:
     """Deploy `build` with `config` as the target's endpoint; returns once it answers /ping 200.
 
@@ -81,15 +87,14 @@ def roll_out(
     ProviderUnavailableError passes through untouched: the caller may retry the whole call.
     """
     key = f"{target.key} ({target.environment})"
-    secret_env = dict(secret_env or {})
     config = with_secret_env(target, config, secret_env)
     for line in credential_lines(target, config):
         progress(line)
-    names = [env_secret_name(target, name) for name in secret_env]
-    require_secrets(provider, [config], target.environment, provided=names)
-    if secret_env:
-        stored = store_secret_env(provider, target, secret_env)
-        progress(f"{target.key}: {len(stored)} secret env value(s) stored as provider secrets")
+    provided = secret_env.names(target).values() if secret_env else ()
+    require_secrets(provider, [config], target.environment, provided=provided)
+    if secret_env is not None and secret_env.values:
+        created = store_secret_env(provider, target, secret_env)
+        progress(f"{target.key}: secret env values kept as provider secrets ({len(created)} new)")
     size_kb = build.artifact.stat().st_size / 1024 if build.artifact.is_file() else 0.0
     progress(f"{target.key}: uploading build {build.sha256[:12]} ({size_kb:.0f} KiB)")
     provider.upload(build)

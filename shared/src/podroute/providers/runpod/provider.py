@@ -111,7 +111,7 @@ LABEL_ENV = {
 }
 """Marker label -> the template env variable that carries it."""
 _VOLATILE_ENV = (RELEASE_ENV, DEPLOYED_BY_ENV, RELEASED_AT_ENV)
-_PLATFORM_ENV = ("PORT", "PORT_HEALTH")
+_PLATFORM_ENV = ("PORT", "PORT_HEALTH", *volume_env({"networkVolumeId": "any"}))
 _T = TypeVar("_T")
 
 
