@@ -221,9 +221,9 @@ def test_runpod_platform_secrets(fake: tuple[FakeRunPod, str], tmp_path: Path, a
     [build] = build_project(project, [])
     target = Target(project_name(project), "prod", "vault", "vault")
     settings = RunPodSettings.from_env(environ=env, api=api)
-    with RunPodProvider(settings, images={"vault/vault": "ghcr.io/acme/vault:1"}) as provider:
-        with pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
-            roll_out(provider, target, build, declared(build), deployed_by="dashboard:x")
+    provider = RunPodProvider(settings, images={"vault/vault": "ghcr.io/acme/vault:1"})
+    with provider, pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
+        roll_out(provider, target, build, declared(build), deployed_by="dashboard:x")
     assert state.endpoints == {} and state.templates == {}
 
     added = add_secret(project, "prod", "api-token", value, **env)
