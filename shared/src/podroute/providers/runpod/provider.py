@@ -21,6 +21,12 @@ How a deployment maps onto RunPod (both APIs):
   *is* the release history, kept on RunPod, so every process (CLI, Celery worker) sees the same
   one. The newest `KEEP_RELEASES` are kept. An endpoint's env is its serving template's env, so the
   marker is read from the endpoint itself; endpoints without it are never listed or touched.
+- **Secrets and volumes.** Env values that are secrets are references (`{{ RUNPOD_SECRET_<name> }}`)
+  to the account's platform secrets (`podroute.providers.runpod.secrets`, GraphQL whichever API
+  deploys), which the provider's `list_secrets`/`add_secret`/`delete_secret` manage. A network
+  volume goes into the endpoint record; RunPod mounts it at `/runpod-volume` (another
+  `volumeMountPath` is refused) and the template env gets `RUNPOD_VOLUME_PATH` (platform env, like
+  `PORT`: no drift).
 - **Recorded desired overrides** (`podroute scale`, a dashboard scaling change) live in one more
   template per endpoint, `<endpoint name>__overrides__v<K>` (`PODROUTE_OVERRIDES` as JSON), never
   bound to anything: a change creates version K+1, then deletes the older ones.
