@@ -32,6 +32,7 @@ from podroute.resources import (
     Resource,
     ResourceConfigError,
 )
+from podroute.secrets import Secret
 from podroute.settings import AppSettings, ServerSettings
 from podroute.sockets import WebSocket, WebSocketClosedError
 from podroute.sse import ServerSentEvent
@@ -53,6 +54,7 @@ __all__ = [
     "ResourceConfigError",
     "Route",
     "RouteDeclarationError",
+    "Secret",
     "ServerSentEvent",
     "ServerSettings",
     "Startup",

@@ -26,7 +26,7 @@ from podroute.resources import Resource
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 WEBSOCKET = "WEBSOCKET"
 """The method of a WebSocket route: `@remote(api, method="WEBSOCKET", path="/chat")`."""
-RESERVED_PATHS = ("/ping", "/execute")
+RESERVED_PATHS = ("/ping", "/execute", "/_runpod/sync")
 PATH_PARAM_PATTERN = re.compile(r"\{([^{}]*)\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_CHARS = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}-]*$")

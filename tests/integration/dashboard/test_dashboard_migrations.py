@@ -28,7 +28,7 @@ TABLES = {
     "orphan_endpoints",
     "sync_lock",
 }
-HEAD = "0006_dashsec"
+HEAD = "0007_secretsport"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -77,6 +77,9 @@ async def test_each_revision_steps_down_and_up(database_url):
     added_later = {"builds", "deployments", "user_sessions", "orphan_endpoints", "sync_lock"}
     assert await _inspect(database_url, _tables) == TABLES - added_later
     await _alembic(database_url, "upgrade", "head")
+    assert "volume_mount_path" in await _inspect(database_url, _endpoint_columns)
+    await _alembic(database_url, "downgrade", "-1")
+    assert "volume_mount_path" not in await _inspect(database_url, _endpoint_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"user_sessions"}
     assert "ix_audit_events_target" not in await _inspect(database_url, _audit_indexes)
@@ -97,6 +100,10 @@ async def test_each_revision_steps_down_and_up(database_url):
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
+
+
+def _endpoint_columns(connection):
+    return {column["name"] for column in inspect(connection).get_columns("endpoints")}
 
 
 def _deployment_columns(connection):

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from podroute.runtime.volumes import VolumeMount, with_volume
+
 logger = logging.getLogger("podroute.runtime.workers")
 
 LIVE_STATES = frozenset({"starting", "initializing", "ready"})
@@ -49,6 +51,7 @@ class WorkerSpec:
     env: dict[str, str]
     release_key: str
     startup_timeout_s: float = 600.0
+    volume: VolumeMount | None = None
 
 
 @dataclass
@@ -120,10 +123,14 @@ class Worker:
             self.on_state(self, state, reason)
 
     async def start(self, health_path: str = "/ping") -> None:
-        """Start the process and its health and log watchers."""
+        """Start the process (with its network volume in place) and its health and log watchers."""
+        command, volume_env = with_volume(
+            [self.spec.python, "-m", "podroute", "serve", self.spec.target], self.spec.volume
+        )
         env = {
             **os.environ,
             **self.spec.env,
+            **volume_env,
             "PORT": str(self.port),
             "PORT_HEALTH": str(self.port),
             "HOST": "127.0.0.1",
@@ -132,11 +139,7 @@ class Worker:
             "PYTHONUNBUFFERED": "1",
         }
         self.process = await asyncio.create_subprocess_exec(
-            self.spec.python,
-            "-m",
-            "podroute",
-            "serve",
-            self.spec.target,
+            *command,
             cwd=self.spec.cwd,
             env=env,
             stdout=asyncio.subprocess.PIPE,
