@@ -13,6 +13,7 @@ from werkzeug.exceptions import Conflict, NotFound
 from dashboard import htmx
 from dashboard.configs import FIELD_LABELS
 from dashboard.context import state, transaction
+from dashboard.drift import Adoption, plan_adoption
 from dashboard.models import Build, Deployment, Endpoint
 from dashboard.queries import (
     active_deployment,
@@ -84,8 +85,17 @@ async def environment_context(endpoint: Endpoint, environment: str) -> dict[str,
         "changes_of": _history_changes(history),
         "draft_changes": draft_changes(current, endpoint) if current is not None else {},
         "restored": current is not None and restored_by_rollback(current),
+        "adoption": _adoption(current),
         "example_path": _example_path(current),
     }
+
+
+def _adoption(current: Deployment | None) -> Adoption | None:
+    """What "adopt serving config" would take from the drift the sync saw (shown per field)."""
+    drift = (current.observed or {}).get("drift") if current is not None else None
+    if current is None or not drift:
+        return None
+    return plan_adoption(current.config, drift, current.observed.get("release"))
 
 
 def _history_changes(history: list[Deployment]) -> dict[int, dict[str, list[Any]]]:

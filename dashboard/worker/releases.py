@@ -65,7 +65,16 @@ def summarize(endpoint: ActualEndpoint) -> dict[str, Any]:
         "inflight": details.get("inflight", 0),
         "scaling": {k: v for k, v in endpoint.serving.items() if k in SCALING_FIELDS},
         "decisions": [str(d) for d in details.get("decisions", [])[-5:]],
+        "release": _release_summary(endpoint),
     }
+
+
+def _release_summary(endpoint: ActualEndpoint) -> dict[str, Any] | None:
+    """The serving release (what "adopt serving config" takes over when the build drifted)."""
+    release = endpoint.release
+    if release is None:
+        return None
+    return {"number": release.number, "build": release.build, "deployed_by": release.deployed_by}
 
 
 class _Run:
