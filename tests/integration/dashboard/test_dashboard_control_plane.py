@@ -107,8 +107,8 @@ async def test_cli_and_dashboard_share_one_record_with_drift_and_lifecycle(web, 
     assert 'data-drift-field="workersMax"' not in await web.text(f"/endpoints/{endpoint_id}")
     assert [r.action for r in rows(settings) if r.environment == "staging"] == ["deploy", "deploy", "apply"]
 
-    # Out of band again (workersMax 1): "adopt serving config" makes the serving workersMax the stored (and the
-    # provider's recorded) value; the history gets its own entry and the drift ends.
+    # Out of band again (workersMax 1): "adopt serving config" makes the serving workersMax the
+    # stored (and the provider's recorded) value; the history gets its own entry; the drift ends.
     scaled = run_cli(["scale", "lab/lab", "--env", "staging", "--max", "1"], project)
     assert scaled.returncode == 0, scaled.stdout + scaled.stderr
     await until(
