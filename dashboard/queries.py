@@ -191,6 +191,24 @@ async def latest_build(session: AsyncSession, endpoint_id: int, *, succeeded: bo
     return await session.scalar(query)
 
 
+async def build_with_hash(session: AsyncSession, endpoint_id: int, artifact_hash: str) -> int | None:
+    """The id of the endpoint's newest successful build of that artifact, or None (not built here)."""
+    if not artifact_hash:
+        return None
+    query = (
+        select(Build.id)
+        .where(
+            Build.endpoint_id == endpoint_id,
+            Build.artifact_hash == artifact_hash,
+            Build.status == "succeeded",
+        )
+        .order_by(Build.id.desc())
+        .limit(1)
+    )
+    found: int | None = await session.scalar(query)
+    return found
+
+
 async def get_build(session: AsyncSession, build_id: int) -> Build | None:
     """The build with this id, or None."""
     return await session.get(Build, build_id)

@@ -12,8 +12,8 @@ from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
 
 from dashboard import htmx
-from dashboard.app import current_user, state, transaction
 from dashboard.configs import FIELD_LABELS, config_sources, masked_env
+from dashboard.context import current_user, state, transaction
 from dashboard.discovery import DiscoveredResource, DiscoveryError
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import Endpoint
@@ -34,8 +34,8 @@ from dashboard.queries import (
     live_deployments,
 )
 from dashboard.tryit import HTTP_METHODS, AllowedTargets, TryItError, TryItRequest, send
-from dashboard.views.deployments import deploy_context
 from dashboard.views.loading import load_endpoint
+from dashboard.views.panels import deploy_context
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 from podroute.project import service_names
 

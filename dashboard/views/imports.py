@@ -7,8 +7,8 @@ import logging
 from quart import Blueprint, Response, flash, redirect, render_template, request
 
 from dashboard import htmx
-from dashboard.app import current_user, state, transaction
 from dashboard.configs import FIELD_LABELS
+from dashboard.context import current_user, state, transaction
 from dashboard.discovery import Discovery, DiscoveryError
 from dashboard.operations import apply_import, plan_import
 

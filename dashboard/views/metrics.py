@@ -18,8 +18,8 @@ import httpx
 from quart import Blueprint, render_template, request
 from werkzeug.exceptions import NotFound
 
-from dashboard.app import state, transaction
 from dashboard.charts import Series, render_line_chart
+from dashboard.context import state, transaction
 from dashboard.models import Endpoint
 from dashboard.queries import current_deployment
 from dashboard.views.loading import load_endpoint

@@ -19,7 +19,14 @@ from dashboard.models import SETTLED_STATUSES, Build, Deployment, Endpoint, utc_
 from dashboard.worker.builds import build_result
 from dashboard.worker.context import Context, TransientError, append_log, is_transient, note
 from podroute.deploy.model import SCALING_FIELDS, ActualEndpoint
-from podroute.deploy.rollout import apply_scaling, find_endpoint, roll_back, roll_out, undeploy
+from podroute.deploy.rollout import (
+    RolloutEvent,
+    RolloutStep,
+    apply_scaling,
+    roll_back,
+    roll_out,
+    undeploy,
+)
 from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65, "ready": 100}
@@ -58,7 +65,16 @@ def summarize(endpoint: ActualEndpoint) -> dict[str, Any]:
         "inflight": details.get("inflight", 0),
         "scaling": {k: v for k, v in endpoint.serving.items() if k in SCALING_FIELDS},
         "decisions": [str(d) for d in details.get("decisions", [])[-5:]],
+        "release": _release_summary(endpoint),
     }
+
+
+def _release_summary(endpoint: ActualEndpoint) -> dict[str, Any] | None:
+    """The serving release (what "adopt serving config" takes over when the build drifted)."""
+    release = endpoint.release
+    if release is None:
+        return None
+    return {"number": release.number, "build": release.build, "deployed_by": release.deployed_by}
 
 
 class _Run:
@@ -174,15 +190,14 @@ def _deploy(
     if row.external_id:
         run.log(f"endpoint {row.external_id} was created or updated by an earlier attempt; resuming")
 
-    def progress(line: str) -> None:
-        if "waiting for /ping" in line:
-            found = find_endpoint(provider, target)
-            run.save(external_id=found.id if found else row.external_id, url=found.url if found else row.url)
-            run.step("wait", line)
-        elif "creating endpoint" in line or "rolling endpoint" in line:
-            run.step("release", line)
+    def progress(event: RolloutEvent) -> None:
+        if event.step is RolloutStep.WAIT and event.endpoint is not None:
+            run.save(external_id=event.endpoint.id, url=event.endpoint.url)  # a resumed run finds it
+            run.step("wait", event.line)
+        elif event.step is RolloutStep.RELEASE:
+            run.step("release", event.line)
         else:
-            run.log(line)
+            run.log(event.line)
 
     try:
         result = roll_out(

@@ -108,9 +108,9 @@ def test_serve_creates_the_first_user_and_logs_json_without_secrets(tmp_path):
         _, rest = process.communicate(timeout=20)
         lines.extend(rest.splitlines())
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    assert any(r["message"] == "created the first user" and r["username"] == "admin" for r in records)
+    assert any(r["msg"] == "created the first user" and r["username"] == "admin" for r in records)
     assert ADMIN_PASSWORD not in "\n".join(lines)
-    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
 
 
 def _wait_for_url(process: subprocess.Popen[str], lines: list[str]) -> str:

@@ -22,7 +22,8 @@ from dashboard.db import create_sync_sessions
 from dashboard.models import Base, Deployment, Endpoint, OrphanEndpoint, SyncLock
 from dashboard.settings import DashboardSettings
 from dashboard.worker.context import Context
-from dashboard.worker.sync import sync_status, trim_broker
+from dashboard.worker.housekeeping import trim_broker
+from dashboard.worker.sync import sync_status
 from podroute.deploy.model import ActualEndpoint, ReleaseInfo, Target, endpoint_name, target_labels
 
 PROJECT = "acme"
