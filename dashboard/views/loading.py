@@ -17,7 +17,8 @@ async def load_endpoint(endpoint_id: int) -> Endpoint:
     if deleted is not None:
         when = as_utc(deleted.at).strftime("%Y-%m-%d %H:%M UTC")
         raise GoneError(
-            f"endpoint {endpoint_id} ({deleted.target_name}) is gone: {deleted.username} deleted it on {when}"
+            f"endpoint {endpoint_id} does not exist: {deleted.username} deleted it "
+            f"({deleted.target_name}) on {when}"
         )
     if endpoint is None:
         raise GoneError(f"endpoint {endpoint_id} does not exist (it may have been deleted)")

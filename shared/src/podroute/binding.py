@@ -20,7 +20,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, get_args, get_origin
+from typing import Any, Protocol, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import quart
@@ -35,6 +35,21 @@ from podroute.registry import Route
 QUERY_METHODS = frozenset({"GET", "DELETE"})
 BodyDecoder = Callable[[bytes, quart.Request], Any]
 """Turns a raw request body into the route's arguments (a mapping), or None to fall back to JSON."""
+
+
+class BodyStream(Protocol):
+    """Decodes a body while it arrives: fed each chunk in order, then asked for the result."""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next piece of the body (never raises: a body it cannot take makes result None)."""
+
+    def result(self) -> Any:
+        """The route's arguments (as the decoder would give them), or None to decode the whole body."""
+
+
+STREAM_ATTRIBUTE = "start_stream"
+"""A decoder with a `start_stream()` method returning a `BodyStream` may be fed the body as it
+arrives (the lean path does): its result, when not None, is used instead of calling the decoder."""
 
 _DECODERS_ATTRIBUTE = "__podroute_body_decoders__"
 _FORBID_EXTRA = ConfigDict(extra="forbid")
@@ -61,6 +76,10 @@ async def read_body(request: quart.Request) -> bytes:
     """The raw request body (Quart enforces MAX_CONTENT_LENGTH while reading it: 413)."""
     data = await request.get_data(cache=False, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
+
+
+def _media_type(content_type: str | None) -> str:
+    return content_type.split(";", 1)[0].strip().lower() if content_type else ""
 
 
 def _is_json_media_type(media_type: str) -> bool:
@@ -166,6 +185,11 @@ class Binder:
         self.model: type[BaseModel] | None = None
         self.list_fields: frozenset[str] = frozenset()
         self.decoders = {media: decoder for media, (decoder, _) in body_decoders(route.function).items()}
+        self.streams: dict[str, Callable[[], BodyStream]] = {
+            media: getattr(decoder, STREAM_ATTRIBUTE)
+            for media, decoder in self.decoders.items()
+            if callable(getattr(decoder, STREAM_ATTRIBUTE, None))
+        }
         if self.uses_query:
             self.model = self._fields_model(fields, "Query")
             self.list_fields = frozenset(n for n, (ann, _) in fields.items() if _is_sequence_type(ann))
@@ -201,23 +225,30 @@ class Binder:
         body: bytes,
         content_type: str | None,
         request: Callable[[], quart.Request],
+        streamed: Any = None,
     ) -> dict[str, Any]:
         """Validate a request given as its parts; return the keyword arguments for the function.
 
         `request` builds a Quart request on demand, for a parameter annotated `quart.Request` or a
-        body decoder; routes that need neither never pay for one.
+        body decoder; routes that need neither never pay for one. `streamed` is the result of the
+        `BodyStream` (`open_stream`) that was fed this body, used in place of its decoder.
         """
         errors: list[dict[str, Any]] = []
         kwargs = self._bind_path(path_args, errors) if path_args else {}
         if self.uses_query:
             self._bind_query(query_string, kwargs, errors)
         else:
-            self._bind_body(body, content_type, request, kwargs, errors)
+            self._bind_body(body, content_type, request, kwargs, errors, streamed)
         if errors:
             raise RequestValidationError(errors)
         if self.request_param is not None:
             kwargs[self.request_param] = request()
         return kwargs
+
+    def open_stream(self, content_type: str | None) -> BodyStream | None:
+        """A `BodyStream` for a body of `content_type`, when its decoder can take one as it arrives."""
+        factory = self.streams.get(_media_type(content_type)) if self.streams else None
+        return factory() if factory is not None else None
 
     def bind_kwargs(self, values: Mapping[str, Any], request: quart.Request) -> dict[str, Any]:
         """Validate keyword arguments given by name (the `/execute` call) exactly like a request."""
@@ -272,9 +303,12 @@ class Binder:
         request: Callable[[], quart.Request],
         kwargs: dict[str, Any],
         errors: list[dict[str, Any]],
+        streamed: Any = None,
     ) -> None:
-        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
-        decoded = self._decode(raw, media_type, request) if media_type in self.decoders else None
+        media_type = _media_type(content_type)
+        decoded = streamed
+        if decoded is None and media_type in self.decoders:
+            decoded = self._decode(raw, media_type, request)
         if decoded is not None:
             if self.whole_body_adapter is not None:
                 self._validate_whole_body(decoded, kwargs, errors, "body")

@@ -28,7 +28,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from podroute.binding import Binder
+from podroute.binding import Binder, BodyStream
 from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError
 from podroute.responses import JSON_CONTENT_TYPE, encode_json, sse_frames
 from podroute.router import Match, Router
@@ -212,13 +212,15 @@ class LeanDispatch:
         try:
             if endpoint.state.status != "ready":
                 raise not_ready_error(endpoint.state)
-            body = await self._read_body(receive, head) if endpoint.reads_body else b""
+            stream = endpoint.binder.open_stream(head.content_type) if endpoint.reads_body else None
+            body = await self._read_body(receive, head, stream) if endpoint.reads_body else b""
             kwargs = endpoint.binder.bind_parts(
                 found.params,
                 scope["query_string"],
                 body,
                 head.content_type,
                 lambda: self._quart_request(scope, body),
+                None if stream is None else stream.result(),
             )
             if endpoint.is_stream:
                 await self._stream(endpoint.function(**kwargs), rid, receive, send)
@@ -239,7 +241,8 @@ class LeanDispatch:
             return
         await _send_bytes(send, 200, [_JSON_HEADER, (_RID, rid.encode())], payload, head_only)
 
-    async def _read_body(self, receive: Receive, head: _RequestHead) -> bytes:
+    async def _read_body(self, receive: Receive, head: _RequestHead, stream: BodyStream | None) -> bytes:
+        """The whole body; each chunk also goes to `stream` (parsing while the rest arrives)."""
         if head.content_length is not None and head.content_length > self.max_body:
             raise self._too_large()
         message = await receive()
@@ -247,7 +250,11 @@ class LeanDispatch:
         if not message.get("more_body", False):
             if len(body) > self.max_body:
                 raise self._too_large()
+            if stream is not None:
+                stream.feed(body)
             return body
+        if stream is not None:
+            stream.feed(body)
         chunks = [body]
         size = len(body)
         try:
@@ -261,6 +268,8 @@ class LeanDispatch:
                     if size > self.max_body:
                         raise self._too_large()
                     chunks.append(chunk)
+                    if stream is not None:
+                        stream.feed(chunk)
         except TimeoutError:
             raise HTTPError(
                 408, f"the request body did not arrive within {self.body_timeout:g} s; send it faster"

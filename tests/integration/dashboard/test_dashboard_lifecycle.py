@@ -109,7 +109,7 @@ async def test_ids_are_never_reused_and_audit_links_say_what_is_gone(web, endpoi
     second_id = _endpoint_id(second.headers["Location"])
     assert second_id != first_id
     gone = await web.get(f"/endpoints/{first_id}")
-    assert gone.status_code == 404 and "(reuse-a) is gone: alice deleted it" in await gone.get_data(
+    assert gone.status_code == 404 and "does not exist: alice deleted it (reuse-a)" in await gone.get_data(
         as_text=True
     )
     recent = await web.text(f"/endpoints/{second_id}")
