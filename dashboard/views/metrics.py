@@ -40,18 +40,25 @@ class RuntimeUnavailableError(Exception):
     """The local runtime cannot answer; the message says what to do."""
 
 
-async def _runtime_get(path: str, **params: str) -> Any:
+def runtime_headers() -> dict[str, str]:
+    """The local runtime's control-API credentials (RuntimeUnavailableError saying how to fix)."""
     settings = state().settings
     try:
         token = settings.runtime_token or read_runtime_token(settings.token_file)
     except DeployError as error:
         raise RuntimeUnavailableError(str(error)) from None
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _runtime_get(path: str, **params: str) -> Any:
+    settings = state().settings
+    headers = runtime_headers()
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.get(
                 f"{settings.runtime_url}/control{path}",
                 params=params,
-                headers={"Authorization": f"Bearer {token}"},
+                headers=headers,
             )
     except httpx.TransportError:
         raise RuntimeUnavailableError(
@@ -68,7 +75,9 @@ RUNPOD_LIMITS = (
 )
 
 
-async def _context(endpoint_id: int, *, usage: bool = False) -> dict[str, Any]:
+async def metrics_context(endpoint_id: int, *, usage: bool = False) -> dict[str, Any]:
+    """What every metrics view starts from: endpoint, environment, window, the serving row, and
+    `problem` when the view has nothing to show (not deployed; per-request data on RunPod)."""
     endpoint: Endpoint = await load_endpoint(endpoint_id)
     environment = request.args.get("env") or state().settings.environments[0]
     if environment not in state().settings.environments:
@@ -141,13 +150,13 @@ def _charts(summary: dict[str, Any], window_s: float) -> list[Any]:
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics")
 async def overview(endpoint_id: int) -> str:
     """The overview page; its panel refreshes itself."""
-    return await render_template("metrics/overview.html", **await _context(endpoint_id))
+    return await render_template("metrics/overview.html", **await metrics_context(endpoint_id))
 
 
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/panel")
 async def panel(endpoint_id: int) -> str:
     """Charts, route table, worker timeline and recent scaling decisions (htmx fragment)."""
-    context = await _context(endpoint_id, usage=True)
+    context = await metrics_context(endpoint_id, usage=True)
     window_s = WINDOW_SECONDS[context["window"]]
     if context["problem"] is None and context["usage_only"]:
         return await _usage_panel(context, window_s)
@@ -204,7 +213,7 @@ async def _usage_panel(context: dict[str, Any], window_s: float) -> str:
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/requests")
 async def requests_log(endpoint_id: int) -> str:
     """Recent requests, filtered by route, status class and request id."""
-    context = await _context(endpoint_id)
+    context = await metrics_context(endpoint_id)
     filters = {k: request.args.get(k, "").strip()[:200] for k in ("route", "status", "request_id")}
     if filters["status"] not in ("", *STATUS_CLASSES):
         filters["status"] = ""
@@ -226,7 +235,7 @@ async def requests_log(endpoint_id: int) -> str:
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/logs")
 async def worker_logs(endpoint_id: int) -> str:
     """Worker log lines: those carrying one request id, or one worker's last lines."""
-    context = await _context(endpoint_id)
+    context = await metrics_context(endpoint_id)
     request_id = request.args.get("request_id", "").strip()[:200]
     worker = request.args.get("worker", "").strip()[:64]
     context.update(request_id=request_id, worker=worker, lines=[])
