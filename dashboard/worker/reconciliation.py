@@ -45,8 +45,6 @@ class SyncReport:
     unavailable: list[str] = field(default_factory=list)
     resent: int = 0
     applied: int = 0
-    sampled: int = 0
-    """Worker samples stored (RunPod endpoints' counts; not a change worth an INFO line)."""
 
     @property
     def changed(self) -> bool:

@@ -112,7 +112,6 @@ def _list_endpoints(context: Context, report: SyncReport) -> dict[str, list[Actu
             report.unavailable.append(f"{environment}: {error}")
     if due:
         record_samples(context, samples)
-        report.sampled = len(samples)
     return listings
 
 

@@ -5,6 +5,7 @@ one insert of every sample, one delete of those older than `SAMPLES_KEPT_S`."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -12,6 +13,8 @@ from sqlalchemy import delete, func, insert, select
 
 from dashboard.models import SAMPLES_KEPT_S, WorkerSample, utc_now
 from dashboard.worker.context import Context
+
+logger = logging.getLogger("dashboard.worker.sync")
 
 BILLED_STATES = ("running", "idle", "initializing")
 """Worker states that cost money (RunPod bills a worker from start to full stop)."""
@@ -62,3 +65,4 @@ def record_samples(context: Context, samples: list[Sampled]) -> None:
                 ],
             )
         session.execute(delete(WorkerSample).where(WorkerSample.at < cutoff))
+    logger.debug("worker samples stored", extra={"samples": len(samples)})
