@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dashboard.secrets_at_rest import EncryptedText
+from podroute.resources import DEFAULT_VOLUME_MOUNT_PATH
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -110,6 +111,8 @@ class Endpoint(Base):
     flashboot: Mapped[bool] = mapped_column(Boolean, default=True)
     locations: Mapped[list[str]] = mapped_column(JSON, default=list)
     network_volume_id: Mapped[str] = mapped_column(String(SERVICE_MAX), default="")
+    volume_mount_path: Mapped[str] = mapped_column(String(SERVICE_MAX), default=DEFAULT_VOLUME_MOUNT_PATH)
+    """Where workers see the network volume (RunPod serverless: /runpod-volume)."""
     version: Mapped[int] = mapped_column(Integer, default=1)
     delete_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     """Set by "undeploy all, then delete": the sync deletes the config once every endpoint is gone."""

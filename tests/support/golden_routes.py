@@ -16,7 +16,14 @@ from pydantic import BaseModel
 from quart import Request, Response
 from typing_extensions import TypedDict
 
-from podroute import CpuLiveLoadBalancer, CpuLoadBalancerSlsResource, HTTPError, accepts, remote
+from podroute import (
+    CpuLiveLoadBalancer,
+    CpuLoadBalancerSlsResource,
+    HTTPError,
+    WebSocket,
+    accepts,
+    remote,
+)
 
 
 class Item(BaseModel):
@@ -119,3 +126,8 @@ def declare_routes(resource: CpuLiveLoadBalancer | CpuLoadBalancerSlsResource) -
     @remote(resource, method="GET", path="/none")
     async def nothing() -> None:
         return None
+
+    @remote(resource, method="WEBSOCKET", path="/socket")
+    async def socket(channel: WebSocket[str]) -> None:
+        async for message in channel:
+            await channel.send(message)

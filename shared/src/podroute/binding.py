@@ -9,6 +9,9 @@ For each route a `Binder` is built once, when the app is created:
 | a JSON object body | the other parameters of POST, PUT and PATCH routes, keyed by name |
 | the whole JSON body | a body route's only parameter, if it is a pydantic model, dataclass or TypedDict |
 | the request itself | a parameter annotated `quart.Request` |
+| the `Last-Event-ID` header | a parameter annotated `LastEventId` (`podroute.params`) |
+| a startup hook's return value | a parameter annotated `Startup[T]` (`podroute.params`) |
+| the connection | a WebSocket route's `WebSocket[In, Out]` (its other parameters: path and query) |
 
 Unknown query or body keys are rejected (422). The same models produce the OpenAPI schema.
 """
@@ -30,7 +33,9 @@ from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
 from podroute.errors import MalformedBodyError, RequestValidationError, UnsupportedMediaTypeError
+from podroute.params import is_last_event_id, startup_target
 from podroute.registry import Route
+from podroute.sockets import MessageCodec, socket_types
 
 QUERY_METHODS = frozenset({"GET", "DELETE"})
 BodyDecoder = Callable[[bytes, quart.Request], Any]
@@ -168,18 +173,35 @@ class Binder:
         signature = inspect.signature(route.function)
         path_names = set(route.path_params)
         self.request_param: str | None = None
+        self.last_event_param: str | None = None
+        self.startup_params: dict[str, Any] = {}
+        """`Startup[T]` parameters: name -> T."""
+        self.socket_param: str | None = None
+        self.codec: MessageCodec | None = None
         self.path_adapters: dict[str, TypeAdapter[Any]] = {}
         fields: dict[str, Any] = {}
         for name, parameter in signature.parameters.items():
             annotation = hints.get(name, Any)
             if _is_request_type(annotation):
                 self.request_param = name
+            elif is_last_event_id(annotation):
+                self.last_event_param = name
+            elif (target := startup_target(annotation)) is not None:
+                self.startup_params[name] = target
+            elif (types_ := socket_types(annotation)) is not None:
+                self._bind_socket(name, types_)
             elif name in path_names:
                 self.path_adapters[name] = TypeAdapter(annotation)
             else:
                 default = ... if parameter.default is inspect.Parameter.empty else parameter.default
                 fields[name] = (annotation, default)
-        self.uses_query = route.method in QUERY_METHODS
+        if route.is_websocket and self.request_param is not None:
+            raise TypeError("a WebSocket route cannot take a quart.Request; read socket.headers instead")
+        if route.is_websocket and self.socket_param is None:
+            raise TypeError(
+                "a WebSocket route needs a parameter annotated WebSocket[...], e.g. socket: WebSocket[str]"
+            )
+        self.uses_query = route.method in QUERY_METHODS or route.is_websocket
         self.whole_body_param: str | None = None
         self.whole_body_adapter: TypeAdapter[Any] | None = None
         self.model: type[BaseModel] | None = None
@@ -199,6 +221,18 @@ class Binder:
         else:
             self.model = self._fields_model(fields, "Body")
 
+    def _bind_socket(self, name: str, types_: tuple[Any, Any]) -> None:
+        if not self.route.is_websocket:
+            raise TypeError(f"parameter {name!r} is a WebSocket, but only method='WEBSOCKET' routes get one")
+        if self.socket_param is not None:
+            raise TypeError(f"parameters {self.socket_param!r} and {name!r} are both WebSockets; keep one")
+        self.socket_param = name
+        receive_type, send_type = types_
+        codec = MessageCodec(receive_type, send_type, None)
+        if codec.kind == "json":
+            codec.adapter = _strict_adapter(receive_type)
+        self.codec = codec
+
     def _fields_model(self, fields: dict[str, Any], suffix: str) -> type[BaseModel]:
         name = _model_name(self.route.name, suffix)
         model: type[BaseModel] = create_model(name, __config__=_FORBID_EXTRA, **fields)
@@ -215,7 +249,7 @@ class Binder:
         return self.model
 
     def query_fields(self) -> dict[str, FieldInfo]:
-        """Query parameters of GET/DELETE routes by name."""
+        """Query parameters of GET/DELETE and WebSocket routes by name."""
         return dict(self.model.model_fields) if (self.uses_query and self.model) else {}
 
     def bind_parts(

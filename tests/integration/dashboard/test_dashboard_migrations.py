@@ -29,7 +29,7 @@ TABLES = {
     "sync_lock",
     "worker_samples",
 }
-HEAD = "0007_controlfix"
+HEAD = "0008_controlfix"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -87,6 +87,9 @@ async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "upgrade", "head")
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"worker_samples"}
+    assert "volume_mount_path" in await _inspect(database_url, _endpoint_columns)
+    await _alembic(database_url, "downgrade", "-1")
+    assert "volume_mount_path" not in await _inspect(database_url, _endpoint_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"user_sessions", "worker_samples"}
     assert "ix_audit_events_target" not in await _inspect(database_url, _audit_indexes)
@@ -107,6 +110,10 @@ async def test_each_revision_steps_down_and_up(database_url):
     assert "lease_until" in await _inspect(database_url, _deployment_columns)
     assert "image" in await _inspect(database_url, _build_columns)
     await _alembic(database_url, "downgrade", "base")
+
+
+def _endpoint_columns(connection):
+    return {column["name"] for column in inspect(connection).get_columns("endpoints")}
 
 
 def _deployment_columns(connection):

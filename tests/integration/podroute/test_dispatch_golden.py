@@ -12,7 +12,8 @@ the same answers: the worker shapes (`tests.support.golden_service`) through `po
 each server it runs (Hypercorn, uvicorn, Granian), and the prefixed app, a `podroute dev` shape
 (mounts plus plain Quart routes) that only the dev server builds, through real Hypercorn, the dev
 server's only server. `INTENDED_CHANGES` lists the only answers that changed on purpose, with the
-issue that asked for it.
+issue that asked for it. Cases added later (after a comment naming their issue) were recorded when
+their feature landed; no earlier answer was re-recorded.
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ MAIN_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET 404 request id echoed", "GET", "/nothing", {"headers": {"X-Request-ID": "trace-9"}}),
     ("POST 422 request id echoed", "POST", "/users", {"json": {}, "headers": {"X-Request-ID": "trace-10"}}),
     ("GET /docs", "GET", "/docs", {}),
+    # added with WebSocket routes (issue #13): the HTTP side of a WebSocket path
+    ("GET /socket without the upgrade", "GET", "/socket", {}),
+    ("HEAD /socket without the upgrade", "HEAD", "/socket", {}),
+    ("POST /socket wrong method", "POST", "/socket", {"json": {}}),
 ]
 
 PREFIXED_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [

@@ -21,6 +21,7 @@ import httpx
 from podroute.build import BuildResult
 from podroute.cost import PriceTable
 from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target
+from podroute.secrets import SecretStore
 
 Progress = Callable[[str], None]
 """Receives one human-readable line per rollout step."""
@@ -38,8 +39,10 @@ class EndpointNotFoundError(DeployError):
     """The provider has no endpoint with that id (deleting it again is therefore already done)."""
 
 
-class Provider(Protocol):
-    """What every deployment target offers (see the module docstring)."""
+class Provider(SecretStore, Protocol):
+    """What every deployment target offers (see the module docstring), its secret store included:
+    `list_secrets`, `add_secret`, `delete_secret` (the local runtime's encrypted store, RunPod's
+    platform secrets), which env values refer to as `Secret("name")`."""
 
     @property
     def kind(self) -> str:

@@ -33,6 +33,7 @@ from podroute.providers.base import (
     ProviderUnavailableError,
     ping_through_gateway,
 )
+from podroute.secrets import SecretInfo, check_secret_name, secret_info
 
 
 class LocalRuntimeProvider:
@@ -194,6 +195,30 @@ class LocalRuntimeProvider:
                         yield entry
         except httpx.TransportError as error:
             raise ProviderUnavailableError(f"lost the local runtime at {self.base_url} ({error})") from None
+
+    def list_secrets(self) -> list[SecretInfo]:
+        """The runtime's secrets (names and metadata; the control API never answers a value)."""
+        return [secret_info(raw) for raw in self._call("GET", "/secrets")["secrets"]]
+
+    def add_secret(
+        self, name: str, value: str, description: str = "", *, replace: bool = False
+    ) -> SecretInfo:
+        """Store a secret in the runtime (it encrypts it); `replace` overwrites one of that name."""
+        check_secret_name(name)
+        payload = {"name": name, "value": value, "description": description}
+        if replace:
+            return secret_info(self._call("PUT", f"/secrets/{name}", json=payload))
+        return secret_info(self._call("POST", "/secrets", json=payload))
+
+    def delete_secret(self, name: str) -> None:
+        """Remove a secret from the runtime."""
+        check_secret_name(name)
+        try:
+            self._call("DELETE", f"/secrets/{name}")
+        except EndpointNotFoundError:
+            raise DeployError(
+                f"the local runtime has no secret {name!r}; 'podroute secret list ENV' shows the names"
+            ) from None
 
     def wait_until_ready(
         self, endpoint: ActualEndpoint, timeout_s: float, progress: Progress

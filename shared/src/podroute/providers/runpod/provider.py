@@ -21,6 +21,12 @@ How a deployment maps onto RunPod (both APIs):
   *is* the release history, kept on RunPod, so every process (CLI, Celery worker) sees the same
   one. The newest `KEEP_RELEASES` are kept. An endpoint's env is its serving template's env, so the
   marker is read from the endpoint itself; endpoints without it are never listed or touched.
+- **Secrets and volumes.** Env values that are secrets are references (`{{ RUNPOD_SECRET_<name> }}`)
+  to the account's platform secrets (`podroute.providers.runpod.secrets`, GraphQL whichever API
+  deploys), which the provider's `list_secrets`/`add_secret`/`delete_secret` manage. A network
+  volume goes into the endpoint record; RunPod mounts it at `/runpod-volume` (another
+  `volumeMountPath` is refused) and the template env gets `RUNPOD_VOLUME_PATH` (platform env, like
+  `PORT`: no drift).
 - **Recorded desired overrides** (`podroute scale`, a dashboard scaling change) live in one more
   template per endpoint, `<endpoint name>__overrides__v<K>` (`PODROUTE_OVERRIDES` as JSON), never
   bound to anything: a change creates version K+1, then deletes the older ones.
@@ -72,6 +78,7 @@ from podroute.providers.runpod.config import (
     endpoint_config,
     image_instructions,
     validate_scaling,
+    volume_env,
 )
 from podroute.providers.runpod.graphql import GraphQLApi
 from podroute.providers.runpod.http import (
@@ -91,7 +98,9 @@ from podroute.providers.runpod.records import (
     TemplateSpec,
 )
 from podroute.providers.runpod.rest import RestV2Api
+from podroute.providers.runpod.secrets import RunPodSecrets
 from podroute.providers.runpod.usage import fetch_prices, read_serverless_billing, sample_worker_counts
+from podroute.secrets import SecretInfo
 
 log = logging.getLogger("podroute.runpod")
 
@@ -110,7 +119,7 @@ LABEL_ENV = {
 }
 """Marker label -> the template env variable that carries it."""
 _VOLATILE_ENV = (RELEASE_ENV, DEPLOYED_BY_ENV, RELEASED_AT_ENV)
-_PLATFORM_ENV = ("PORT", "PORT_HEALTH")
+_PLATFORM_ENV = ("PORT", "PORT_HEALTH", *volume_env({"networkVolumeId": "any"}))
 _T = TypeVar("_T")
 
 
@@ -142,6 +151,7 @@ class RunPodProvider:
         self.images = dict(images or {})
         self.api = api or api_for(self.settings, sleep)
         self._sleep = sleep
+        self._secrets: RunPodSecrets | None = None
 
     def __repr__(self) -> str:
         return f"RunPodProvider(api={self.settings.api!r})"
@@ -164,6 +174,15 @@ class RunPodProvider:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.api.close()
+        if self._secrets is not None:
+            self._secrets.close()
+
+    @property
+    def secrets(self) -> RunPodSecrets:
+        """The account's platform secrets (GraphQL, whichever API deploys; opened on first use)."""
+        if self._secrets is None:
+            self._secrets = RunPodSecrets(self.settings, self._sleep)
+        return self._secrets
 
     # --- the Provider protocol ----------------------------------------------------------------
 
@@ -312,6 +331,20 @@ class RunPodProvider:
             f"RunPod keeps worker logs in its console (endpoint {endpoint_id}); its API does not serve them"
         )
 
+    def list_secrets(self) -> list[SecretInfo]:
+        """The account's platform secrets (RunPod never returns values)."""
+        return self.secrets.list_secrets()
+
+    def add_secret(
+        self, name: str, value: str, description: str = "", *, replace: bool = False
+    ) -> SecretInfo:
+        """Create a platform secret; `replace` deletes one of that name first (RunPod has no update)."""
+        return self.secrets.add_secret(name, value, description, replace=replace)
+
+    def delete_secret(self, name: str) -> None:
+        """Delete the platform secret named `name`."""
+        self.secrets.delete_secret(name)
+
     def wait_until_ready(
         self, endpoint: ActualEndpoint, timeout_s: float, progress: Progress
     ) -> ActualEndpoint:
@@ -398,6 +431,7 @@ class RunPodProvider:
         merged = {
             "PORT": "80",
             "PORT_HEALTH": "80",
+            **volume_env(config.values),
             **dict(config.values.get("env", {})),
             BUILD_ENV: build.sha256,
             **meta,

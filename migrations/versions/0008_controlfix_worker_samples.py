@@ -1,7 +1,7 @@
 """Worker samples: RunPod's health-API worker counts over time, recorded by the periodic sync.
 
-Revision ID: 0007_controlfix
-Revises: 0006_dashsec
+Revision ID: 0008_controlfix
+Revises: 0007_secretsport
 Create Date: 2026-12-14
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007_controlfix"
-down_revision: str | None = "0006_dashsec"
+revision: str = "0008_controlfix"
+down_revision: str | None = "0007_secretsport"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
