@@ -111,6 +111,8 @@ def parse_times(bodies: list[Body], repeat: int) -> dict[str, dict[str, float]]:
         async with app.test_request_context("/compute", method="POST", data=body.data, headers=headers):
             decode = binder.decoders[request.mimetype]
             times = {"parse": _time(lambda: model.model_validate(decode(body.data, request)), repeat)}
+            if getattr(decode, "start_stream", None) is not None and body.kind == "json floats":
+                times["streamed"] = _time(lambda: model.model_validate(_fed(decode, body.data)), repeat)
         if body.kind.startswith("json"):
             times["pydantic_json"] = _time(lambda: validator.validate_json(body.data), 3)
             times["json_loads_array"] = _time(lambda: np.array(json.loads(body.data)["numbers"]), 3)
@@ -121,6 +123,14 @@ def parse_times(bodies: list[Body], repeat: int) -> dict[str, dict[str, float]]:
         return {body.kind: loop.run_until_complete(measure(body)) for body in bodies}
     finally:
         loop.close()
+
+
+def _fed(decode: Any, data: bytes, chunk: int = 65536) -> Any:
+    """What the decoder's BodyStream gives for `data` fed in `chunk`-byte pieces, as the body arrives."""
+    stream = decode.start_stream()
+    for start in range(0, len(data), chunk):
+        stream.feed(data[start : start + chunk])
+    return stream.result()
 
 
 @contextlib.contextmanager
@@ -226,18 +236,27 @@ def _render(
         "is present)",
         "",
         "| numbers | body | MB | end to end p50 ms | worst ms | parse ms (decode + validate) | compute ms "
-        "| rest ms (HTTP, framework, response) | pydantic JSON alone ms | json.loads + np.array ms |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| rest ms (HTTP, framework, response) | pydantic JSON alone ms | json.loads + np.array ms "
+        "| parsed while arriving ms (64 KiB pieces) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for size, body, e2e, worst, compute, parse in rows:
         rest = e2e - parse["parse"] - compute
         pydantic_ms = f"{parse['pydantic_json']:.1f}" if "pydantic_json" in parse else ""
         loads_ms = f"{parse['json_loads_array']:.1f}" if "json_loads_array" in parse else ""
+        streamed_ms = f"{parse['streamed']:.1f}" if "streamed" in parse else ""
         lines.append(
             f"| {size:,} | {body.kind} | {len(body.data) / 1e6:.2f} | {e2e:.2f} | {worst:.2f} "
-            f"| {parse['parse']:.2f} | {compute:.2f} | {rest:.2f} | {pydantic_ms} | {loads_ms} |"
+            f"| {parse['parse']:.2f} | {compute:.2f} | {rest:.2f} | {pydantic_ms} | {loads_ms} "
+            f"| {streamed_ms} |"
         )
-    lines.append("")
+    lines += [
+        "",
+        "Float lists in JSON are parsed while the body arrives (the last column is that work, done "
+        "piece by piece): it overlaps the transfer, so for them 'rest' is end to end minus the "
+        "whole-body parse and can be small or below zero.",
+        "",
+    ]
     for kind, label in (("json", "integers"), ("json floats", "floats")):
         million = next(e2e for size, body, e2e, *_ in rows if size == 1_000_000 and body.kind == kind)
         verdict = "met" if million <= TARGET_MS else "MISSED"

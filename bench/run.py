@@ -1,7 +1,7 @@
 """The PodRoute benchmark (`nox -s bench`; not part of CI): CPU routes side by side, then /gpu/compute.
 
     python bench/run.py [-r ROUNDS] [-d SECONDS] [--cold N] [--only a,b] [--no-access-log]
-                        [--skip-cpu] [--skip-gpu] [--gpu-server hypercorn] [--out report.md]
+                        [--skip-cpu] [--skip-gpu] [--gpu-server uvicorn] [--out report.md]
 
 1. CPU routes: `GET /health`, `POST /transform` and `POST /validate` on every peer of
    `bench/peers.json`, interleaved over rounds by `../shared/bench/peer_bench.py` (server pinned to
@@ -11,7 +11,7 @@
    settings (`bench/peers.py`) and on FastAPI + uvicorn (`bench/fastapi_app.py`). Then a table of
    per-round ratios of each podroute variant to bare Quart on its server and to FastAPI + uvicorn.
 2. `/gpu/compute` latency for 1e3, 1e5 and 1e6 numbers, split into parsing and compute
-   (`bench/gpu_latency.py`).
+   (`bench/gpu_latency.py`), on the server deployed workers run unless `--gpu-server` says another.
 
 podroute and the services are compiled to bytecode first, as the worker image does at build time.
 Needs `wrk` and `taskset` on PATH and fastapi installed next to podroute; the Flash peer's venv is
@@ -31,6 +31,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from podroute.server import DEFAULT_WORKER_SERVER
 
 PROJECT = Path(__file__).resolve().parent.parent
 PEER_BENCH = Path(
@@ -63,7 +65,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-access-log", action="store_true", help="turn the access log off for our peers")
     parser.add_argument("--skip-cpu", action="store_true", help="skip the CPU peer comparison")
     parser.add_argument("--skip-gpu", action="store_true", help="skip the /gpu/compute latency part")
-    parser.add_argument("--gpu-server", choices=SERVERS, default="hypercorn", help="server for the gpu part")
+    parser.add_argument(
+        "--gpu-server",
+        choices=SERVERS,
+        default=DEFAULT_WORKER_SERVER,
+        help=f"server for the gpu part (default {DEFAULT_WORKER_SERVER}, what deployed workers run)",
+    )
     parser.add_argument("--gpu-repeat", type=int, default=15, help="requests per body size and kind")
     parser.add_argument("--out", type=Path, help="also write the markdown report to this file")
     return parser.parse_args(argv)

@@ -26,6 +26,7 @@ COMMON_FIELDS: dict[str, str] = {
     "flashboot": "flashboot",
     "locations": "locations",
     "networkVolumeId": "network_volume_id",
+    "volumeMountPath": "volume_mount_path",
 }
 """Flash field name -> Endpoint column, for fields every resource has."""
 
@@ -53,6 +54,7 @@ FIELD_LABELS: dict[str, str] = {
     "flashboot": "FlashBoot",
     "locations": "Locations",
     "networkVolumeId": "Network volume",
+    "volumeMountPath": "Volume mount path",
     "env": "Environment",
 }
 """Human labels of the form fields (Flash names plus the dashboard's own)."""

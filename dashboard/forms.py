@@ -20,7 +20,7 @@ from werkzeug.datastructures import MultiDict
 from dashboard.configs import FIELD_LABELS, EndpointDraft, field_map, resource_class
 from dashboard.images import IMAGE_REFERENCE
 from dashboard.models import ENV_KEY_MAX, ENV_VALUE_MAX, IMAGE_MAX, NAME_MAX, SERVICE_MAX, Endpoint, EnvVar
-from podroute.resources import FieldProblem, ResourceConfigError
+from podroute.resources import DEFAULT_VOLUME_MOUNT_PATH, FieldProblem, ResourceConfigError
 
 MAX_ENV_ROWS = 100
 """Environment rows read from one form (more are ignored and reported)."""
@@ -38,6 +38,7 @@ TEXT_LIMITS: dict[str, int] = {
     "imageName": IMAGE_MAX,
     "minCudaVersion": 10,
     "networkVolumeId": SERVICE_MAX,
+    "volumeMountPath": SERVICE_MAX,
 }
 INT_FIELDS = ("workersMin", "workersMax", "idleTimeout", "scalerValue", "executionTimeoutMs", "gpuCount")
 LIST_FIELDS = ("gpus", "instanceIds", "locations")
@@ -321,6 +322,7 @@ def parse_endpoint_form(
     resource_name = _text(form, data, "resource")
     for name in ("name", "imageName", "networkVolumeId", *(["minCudaVersion"] if compute == "gpu" else [])):
         fields[name] = _text(form, data, name)
+    fields["volumeMountPath"] = _text(form, data, "volumeMountPath") or DEFAULT_VOLUME_MOUNT_PATH
     for name in INT_FIELDS:
         if name != "gpuCount" or compute == "gpu":
             fields[name] = _int_text(form, data, name)

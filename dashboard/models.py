@@ -21,6 +21,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from dashboard.secrets_at_rest import EncryptedText
+from podroute.resources import DEFAULT_VOLUME_MOUNT_PATH
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -110,6 +111,8 @@ class Endpoint(Base):
     flashboot: Mapped[bool] = mapped_column(Boolean, default=True)
     locations: Mapped[list[str]] = mapped_column(JSON, default=list)
     network_volume_id: Mapped[str] = mapped_column(String(SERVICE_MAX), default="")
+    volume_mount_path: Mapped[str] = mapped_column(String(SERVICE_MAX), default=DEFAULT_VOLUME_MOUNT_PATH)
+    """Where workers see the network volume (RunPod serverless: /runpod-volume)."""
     version: Mapped[int] = mapped_column(Integer, default=1)
     delete_requested_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     """Set by "undeploy all, then delete": the sync deletes the config once every endpoint is gone."""
@@ -321,3 +324,24 @@ class SyncLock(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="")
     until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WorkerSample(Base):
+    """Worker counts by state of one provider endpoint at one moment, read by the sync where the
+    provider keeps no usage history itself (RunPod's health API): the workers chart and the cost
+    estimate of a RunPod environment come from these. Kept for `SAMPLES_KEPT_S`."""
+
+    __tablename__ = "worker_samples"
+    __table_args__ = (Index("ix_worker_samples_external_id_at", "external_id", "at"), AUTOINCREMENT)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    billed: Mapped[int] = mapped_column(Integer, default=0)
+    """Workers that cost money at `at`: running, idle and initializing ones."""
+
+
+SAMPLES_KEPT_S = 7 * 86400
+"""How long worker samples are kept (the metrics page's longest window)."""

@@ -90,12 +90,16 @@ class DashboardSettings:
     runtime_token: str = field(default="", repr=False)
     runtime_token_file: Path | None = None
     runpod_api_key: str = field(default="", repr=False)
+    runpod_api: Literal["rest", "graphql"] = "rest"
+    """Which RunPod management API the provider speaks (`PODROUTE_RUNPOD_API`, as for the CLI)."""
     providers: tuple[tuple[str, str], ...] = ()
     broker_url: str = field(default="", repr=False)
     redis_url: str = field(default="", repr=False)
     celery_queue: str = "dashboard"
     sync_interval_s: float = 10.0
     lease_s: float = 30.0
+    usage_interval_s: float = 60.0
+    """How often the sync samples worker counts where the provider keeps no history (RunPod)."""
     deploy_timeout_s: float = 300.0
     docker_registry: str = ""
 
@@ -112,6 +116,8 @@ class DashboardSettings:
                     f"DASHBOARD_ENVIRONMENTS: {name!r} is not a valid environment name "
                     "(lowercase letters, digits and '-', starting with a letter, at most 32)"
                 )
+        if self.runpod_api not in ("rest", "graphql"):
+            raise SettingsError(f"PODROUTE_RUNPOD_API={self.runpod_api!r} must be 'rest' or 'graphql'")
         if not self.environments:
             raise SettingsError("DASHBOARD_ENVIRONMENTS is empty; name at least one, e.g. 'production'")
         for environment, provider in self.providers:
@@ -226,12 +232,14 @@ class DashboardSettings:
         (300: how long failures count, and the longest delay), LOG_LEVEL (INFO).
 
         Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
-        runpod), PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
+        runpod), PODROUTE_RUNPOD_API (rest | graphql: RunPod's management API),
+        PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
         to 8800), PODROUTE_RUNTIME_TOKEN or
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
         CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
         (dashboard),
         DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300),
+        DASHBOARD_USAGE_INTERVAL_S (60: how often RunPod endpoints' worker counts are sampled),
         DASHBOARD_DOCKER_REGISTRY (unset: paste image references; set, e.g. ghcr.io/acme: the worker
         builds and pushes each build's image when a Docker engine answers). RunPod's API base URLs
         come from the RUNPOD_* variables `podroute.providers.runpod.http.RunPodSettings.from_env` reads.
@@ -291,11 +299,13 @@ def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
         "runtime_token": env.get("PODROUTE_RUNTIME_TOKEN", "").strip(),
         "runtime_token_file": Path(token_file).expanduser() if token_file else None,
         "runpod_api_key": env.get("RUNPOD_API_KEY", "").strip(),
+        "runpod_api": read_text(env, "PODROUTE_RUNPOD_API", "rest").lower(),
         "broker_url": read_text(env, "CELERY_BROKER_URL"),
         "redis_url": read_text(env, "REDIS_URL"),
         "celery_queue": read_text(env, "DASHBOARD_CELERY_QUEUE", "dashboard"),
         "sync_interval_s": read_number(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
         "lease_s": read_number(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
+        "usage_interval_s": read_number(env, "DASHBOARD_USAGE_INTERVAL_S", 60.0, minimum=0.2, maximum=3600),
         "deploy_timeout_s": read_number(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
         "docker_registry": read_text(env, "DASHBOARD_DOCKER_REGISTRY").rstrip("/"),
     }

@@ -13,6 +13,9 @@ WORKDIR /app
 COPY requirements-image.txt /tmp/requirements.txt
 RUN pip install --no-cache-dir -r /tmp/requirements.txt
 COPY app/ /app/
+# Bytecode compiled once here: PYTHONDONTWRITEBYTECODE keeps workers from writing it, so
+# without this every cold start would compile podroute and the service from source.
+RUN python -m compileall -q /app
 COPY podroute-manifest.json /app/podroute-manifest.json
 
 EXPOSE 80

@@ -11,7 +11,9 @@ A plain ASGI app, served by real Hypercorn on loopback (`fake_runpod_server()`),
   omitted fields fall back to defaults), `myself { podTemplates | endpoints | endpoint(id) }`,
   `deleteEndpoint` (only at workersMin = workersMax = 0), `deleteTemplate(templateName)` (not
   while an endpoint uses it, nor for `template_release_s` after); errors as HTTP 200 `errors`;
-  Bearer or `?api_key=`; a workers quota across endpoints.
+  Bearer or `?api_key=`; a workers quota across endpoints. Secrets: `myself { secrets }`,
+  `secretCreate(input: {name, value, description})` (names of letters, digits, `_`, `.`, `-`;
+  unique), `secretDelete(id)`; values are kept in `secret_values` and never returned.
 - **Catalog and billing** (REST v2): `GET /v2/catalog/gpus|cpus` (`price.serverless` USD per
   GPU-hour, `price.serverlessPerVcpu` USD per vCPU-hour; 400 when `include` is sent without
   `product`) and `GET /v2/billing/serverless` (`startTime, endTime, bucketSize, serverlessId`
@@ -217,6 +219,9 @@ class FakeRunPod:
         self.cpu_price_per_vcpu = 0.03
         self.billing_records: list[dict[str, Any]] = []
         """`/v2/billing/serverless` records: {startTime, endTime, totalAmount, gpuAmount, ...}."""
+        self.secrets: dict[str, dict[str, str]] = {}
+        self.secret_values: dict[str, str] = {}
+        self.request_bodies: list[bytes] = []
         self._lock = threading.RLock()
 
     # --- test controls ---------------------------------------------------------------------
@@ -264,6 +269,7 @@ class FakeRunPod:
         signature = self._signature(method, path, body)
         with self._lock:
             self.calls.append(signature)
+            self.request_bodies.append(body)
             self.requests_by_header.append(headers)
             fault = self._take_fault(signature)
         if fault and fault.kind == "429":
@@ -789,6 +795,9 @@ class FakeRunPod:
             },
             "endpoints": lambda v: {"endpoints": [self._gql_endpoint(e) for e in self.endpoints.values()]},
             "endpoint": lambda v: {"endpoint": self._gql_get_endpoint(v.get("id"))},
+            "secrets": lambda v: {"secrets": [dict(s) for s in self.secrets.values()]},
+            "secretCreate": lambda v: self._gql_create_secret(v.get("input")),
+            "secretDelete": lambda v: self._gql_delete_secret(v.get("id")),
         }
         handler = handlers.get(operation)
         if handler is None:
@@ -798,7 +807,7 @@ class FakeRunPod:
                 result = handler(variables)
             except _Invalid as error:
                 return 200, {}, {"errors": [{"message": error.detail}], "data": None}
-        key = "myself" if operation in ("podTemplates", "endpoints", "endpoint") else operation
+        key = "myself" if operation in ("podTemplates", "endpoints", "endpoint", "secrets") else operation
         return 200, {}, {"data": {key: result}}
 
     @staticmethod
@@ -971,6 +980,32 @@ class FakeRunPod:
         if endpoint.config["workersMin"] or endpoint.config["workersMax"]:
             raise _Invalid(200, "workersMin and workersMax must both be 0 before deleting an endpoint")
         self._remove_endpoint(endpoint)
+
+    def _gql_create_secret(self, data: Any) -> dict[str, Any]:
+        data = self._typecheck(data, {"name": str, "value": str, "description": str}, "SecretCreateInput")
+        for name in ("name", "value"):
+            if not data.get(name):
+                raise _Invalid(
+                    200, f"Field 'SecretCreateInput.{name}' of required type 'String!' was not provided."
+                )
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", data["name"]):
+            raise _Invalid(200, "secret names may contain only letters, digits, '_', '.' and '-'")
+        if any(s["name"] == data["name"] for s in self.secrets.values()):
+            raise _Invalid(200, f"a secret named {data['name']!r} already exists")
+        secret = {
+            "id": _new_id(12),
+            "name": data["name"],
+            "description": data.get("description") or "",
+            "createdAt": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        self.secrets[secret["id"]] = secret
+        self.secret_values[secret["id"]] = data["value"]
+        return {"id": secret["id"], "name": secret["name"]}
+
+    def _gql_delete_secret(self, secret_id: Any) -> None:
+        if str(secret_id) not in self.secrets:
+            raise _Invalid(200, f"Secret {secret_id} not found")
+        del self.secrets[str(secret_id)], self.secret_values[str(secret_id)]
 
     def _gql_delete_template(self, name: Any) -> None:
         template = next((t for t in self.templates.values() if t["name"] == name), None)

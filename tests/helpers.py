@@ -1,9 +1,11 @@
-"""Real servers for tests: Hypercorn in a thread, or the `podroute` CLI in a subprocess."""
+"""Real servers for tests: Hypercorn in a thread, or the `podroute` CLI in a subprocess (a worker on
+any of the servers `podroute serve` runs)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -94,6 +96,11 @@ class CliServer:
             start_new_session=True,
         )
 
+    def output_so_far(self) -> str:
+        """What the server printed until now (it keeps running; the file offset is left alone)."""
+        fd = self.output_file.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+
     def stop(self, timeout: float = 15.0) -> str:
         """SIGTERM the server, wait for it, and return everything it printed (idempotent)."""
         if self.output_file.closed:
@@ -127,3 +134,41 @@ def cli_server(
         yield server
     finally:
         server.stop()
+
+
+WORKER_SERVERS = ("hypercorn", "uvicorn", "granian")
+"""Every server `podroute serve --server` runs; the worker contract holds on each."""
+
+
+@dataclasses.dataclass
+class Worker:
+    """A running `podroute serve` process: its base URL, the server it runs on, its output."""
+
+    url: str
+    server: str
+    process: CliServer
+
+
+@contextlib.contextmanager
+def worker_process(
+    target: str, server: str, env: Mapping[str, str] | None = None, ready: tuple[int, ...] = (200, 204)
+) -> Iterator[Worker]:
+    """Run `podroute serve TARGET --server SERVER` on a loopback port until the block ends.
+
+    `TARGET` is imported from the repository root (e.g. `tests.support.contract_service:live`);
+    the worker is ready once its health path answers one of `ready`.
+    """
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    worker_env = {"HOST": "127.0.0.1", "PORT": str(port), **(env or {})}
+    health = worker_env.get("HEALTH_CHECK_PATH", "/ping")
+    running = CliServer(["serve", target, "--server", server], REPO_ROOT, worker_env)
+    try:
+        try:
+            wait_for_http(base + health, timeout=30, ok=ready)
+        except TimeoutError:
+            output = running.stop()
+            raise AssertionError(f"{server} worker never became ready; it printed:\n{output}") from None
+        yield Worker(base, server, running)
+    finally:
+        running.stop()

@@ -192,7 +192,8 @@ def open_descriptors(pid: int) -> int:
 
 def endpoint_inflight(runtime: Runtime, endpoint_id: str) -> int:
     """Requests the runtime counts in flight on the endpoint's workers."""
-    count: int = runtime.provider().status(endpoint_id).status["inflight"]
+    with runtime.provider() as provider:
+        count: int = provider.status(endpoint_id).details["inflight"]
     return count
 
 

@@ -19,6 +19,7 @@ from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
 from dashboard.models import DEPLOYMENT_ACTIVE, Endpoint
 from dashboard.operations import (
     NameTakenError,
+    TargetTakenError,
     VersionConflictError,
     create_endpoint,
     delete_endpoint,
@@ -139,6 +140,9 @@ async def create() -> Response:
     except NameTakenError as error:
         form.add_error("name", str(error))
         return await _render_form(form, None, 422)
+    except TargetTakenError as error:
+        form.add_error("resource", str(error))
+        return await _render_form(form, None, 422)
     logger.info("endpoint created", extra={"endpoint": endpoint.name, "by": current_user().username})
     await flash(f"Created endpoint {endpoint.name}.", "success")
     return _after_save(f"/endpoints/{endpoint.id}")
@@ -176,6 +180,9 @@ async def update(endpoint_id: int) -> Response:
             return await _render_form(form, endpoint, 409)
         except NameTakenError as error:
             form.add_error("name", str(error))
+            return await _render_form(form, endpoint, 422)
+        except TargetTakenError as error:
+            form.add_error("resource", str(error))
             return await _render_form(form, endpoint, 422)
     logger.info(
         "endpoint updated",

@@ -8,6 +8,8 @@ provider endpoint and finishes the same deployment once.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,9 +18,11 @@ from sqlalchemy.orm import Session
 
 from dashboard.configs import desired_config
 from dashboard.models import SETTLED_STATUSES, Build, Deployment, Endpoint, utc_now
+from dashboard.settings import DashboardSettings
 from dashboard.worker.builds import build_result
 from dashboard.worker.context import Context, TransientError, append_log, is_transient, note
 from podroute.deploy.model import SCALING_FIELDS, ActualEndpoint
+from podroute.deploy.preflight import SecretEnv
 from podroute.deploy.rollout import (
     RolloutEvent,
     RolloutStep,
@@ -30,6 +34,16 @@ from podroute.deploy.rollout import (
 from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65, "ready": 100}
+_FINGERPRINT_CONTEXT = b"podroute-dashboard secret env fingerprints v1"
+
+
+def secret_env_of(snapshot: Mapping[str, Any], settings: DashboardSettings) -> SecretEnv:
+    """A snapshot's "secret" env values, which a deploy keeps as provider secrets (the released env
+    refers to them and never holds a value). Their fingerprints are keyed by the dashboard secret."""
+    env = snapshot.get("env", {})
+    values = {key: str(env[key]) for key in snapshot.get("secrets", []) if env.get(key)}
+    key = hmac.new(settings.signing_key.encode(), _FINGERPRINT_CONTEXT, hashlib.sha256).digest()
+    return SecretEnv(values, fingerprint_key=key)
 
 
 def current_release(
@@ -209,6 +223,7 @@ def _deploy(
             deployed_by=f"dashboard:{row.created_by}",
             progress=progress,
             timeout_s=context.settings.deploy_timeout_s,
+            secret_env=secret_env_of(row.config, context.settings),
         )
     except DeployError as error:
         if is_transient(error):

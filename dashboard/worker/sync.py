@@ -35,8 +35,9 @@ from dashboard.worker.reconciliation import (
     read_snapshot,
     reconcile_all,
 )
+from dashboard.worker.usage import Sampled, record_samples, sampling_due
 from podroute.deploy.model import ActualEndpoint
-from podroute.providers.base import DeployError
+from podroute.providers.base import DeployError, Provider
 
 logger = logging.getLogger("dashboard.worker.sync")
 
@@ -91,12 +92,37 @@ def _summary(report: SyncReport) -> dict[str, Any]:
 
 def _list_endpoints(context: Context, report: SyncReport) -> dict[str, list[ActualEndpoint]]:
     """Environment -> its provider's marked endpoints of this project (environments whose provider
-    did not answer are left out: nothing is concluded from a listing that failed)."""
+    did not answer are left out: nothing is concluded from a listing that failed).
+
+    When sampling is due, the same provider also reads the listed endpoints' worker counts (RunPod:
+    its health API; the local runtime keeps its own history and returns none); they are stored
+    as samples and fill in the listing's counts, so the workers widget shows them too.
+    """
     listings: dict[str, list[ActualEndpoint]] = {}
+    samples: list[Sampled] = []
+    due = sampling_due(context)
     for environment in context.settings.environments:
         try:
             with context.providers(context.settings, environment, None) as provider:
-                listings[environment] = provider.list_endpoints(context.project)
+                listing = provider.list_endpoints(context.project)
+                if due and listing:
+                    samples += _sample(provider, environment, listing)
+                listings[environment] = listing
         except (DeployError, OSError) as error:
             report.unavailable.append(f"{environment}: {error}")
+    if due:
+        record_samples(context, samples)
     return listings
+
+
+def _sample(provider: Provider, environment: str, listing: list[ActualEndpoint]) -> list[Sampled]:
+    # environments may share one account (and listing): each samples only its own endpoints
+    own = [e for e in listing if e.target is not None and e.target.environment == environment]
+    if not own:
+        return []
+    counts = provider.sample_workers([endpoint.id for endpoint in own])
+    now = utc_now()
+    for endpoint in own:
+        if endpoint.id in counts and not endpoint.workers:
+            endpoint.workers = dict(counts[endpoint.id])
+    return [Sampled(environment, endpoint_id, found, now) for endpoint_id, found in counts.items()]

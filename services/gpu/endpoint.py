@@ -7,7 +7,8 @@ function is a route) and must not exist on a deployed worker.
 
 torch is imported, and the device chosen and warmed, by the `warm_up` startup hook, not when this
 module is imported: the worker answers `/ping` 204 meanwhile and 200 once it can really compute.
-It uses CUDA when available, else the CPU.
+It uses CUDA when available, else the CPU. The hook returns a `TorchRuntime` (torch and the
+device), which the routes receive as a `Startup[TorchRuntime]` parameter: no module global.
 
 `python -m services.gpu.endpoint` warms up, calls each function once with sample input and prints
 the results.
@@ -27,7 +28,7 @@ import numpy.typing as npt
 from pydantic import Field
 from typing_extensions import TypedDict
 
-from podroute import LoadBalancerSlsResource, on_startup, remote
+from podroute import LoadBalancerSlsResource, Startup, on_startup, remote
 from podroute.arrays import INT64_MAX, NumberArray, accepts_number_array, as_number_array
 
 if TYPE_CHECKING:
@@ -46,21 +47,14 @@ _MAX_EXACT_SQUARE_ROOT = math.isqrt(INT64_MAX)
 
 
 @dataclass(frozen=True)
-class _Runtime:
+class TorchRuntime:
+    """torch, imported by the startup hook, and the device the routes compute on."""
+
     torch: Any
     device: torch.device
 
 
-_runtime: _Runtime | None = None
-
-
-def _require_runtime() -> _Runtime:
-    if _runtime is None:
-        raise RuntimeError("torch is not loaded yet: the warm_up startup hook has not finished")
-    return _runtime
-
-
-def _load_torch() -> _Runtime:
+def _load_torch() -> TorchRuntime:
     import torch
 
     torch.set_grad_enabled(False)
@@ -69,20 +63,20 @@ def _load_torch() -> _Runtime:
         torch.ones(1, device=device).sum().item()  # creates the CUDA context, which takes seconds
     else:
         device = torch.device("cpu")
-    return _Runtime(torch, device)
+    return TorchRuntime(torch, device)
 
 
 @on_startup(api)
-async def warm_up() -> None:
+async def warm_up() -> TorchRuntime:
     """Import torch, pick CUDA if available (else the CPU) and run one computation on it.
 
     The import runs in a thread, so `/ping` keeps answering 204 meanwhile; the warm-up computation
-    runs on the event loop's thread, where requests compute too.
+    runs on the event loop's thread, where requests compute too. Routes receive the result.
     """
-    global _runtime
-    _runtime = await asyncio.to_thread(_load_torch)
-    summarize(np.arange(1, 1025, dtype=np.int64))
-    summarize(np.linspace(0.5, 1.5, 1024))
+    runtime = await asyncio.to_thread(_load_torch)
+    summarize(runtime, np.arange(1, 1025, dtype=np.int64))
+    summarize(runtime, np.linspace(0.5, 1.5, 1024))
+    return runtime
 
 
 class HealthStatus(TypedDict):
@@ -147,13 +141,12 @@ def _exact_sum_of_squares(values: torch.Tensor, count: int, magnitude: int) -> i
     return total
 
 
-def summarize(values: npt.NDArray[Any]) -> ComputeResult:
+def summarize(runtime: TorchRuntime, values: npt.NDArray[Any]) -> ComputeResult:
     """Sum of squares, mean, max and min of a 1-D int64 or float64 array on the warmed device.
 
     Integers are summed exactly in int64; floats in float64. Raises ValueError for an empty array
     or a result that does not fit.
     """
-    runtime = _require_runtime()
     count = int(values.size)
     if count == 0:
         raise ValueError("numbers is empty; send at least one number")
@@ -203,12 +196,11 @@ def _device_info(torch: Any, index: int) -> DeviceInfo:
 
 
 @remote(api, method="GET", path="/info")
-async def gpu_info() -> RuntimeInfo:
+async def gpu_info(runtime: Startup[TorchRuntime]) -> RuntimeInfo:
     """torch version, CUDA availability and each CUDA device (name, memory, compute capability).
 
     On a machine without a GPU, `cuda_available` is false, `devices` is empty and `device` is "cpu".
     """
-    runtime = _require_runtime()
     torch = runtime.torch
     available = bool(torch.cuda.is_available())
     count = int(torch.cuda.device_count()) if available else 0
@@ -236,7 +228,7 @@ Numbers = Annotated[
 
 @remote(api, method="POST", path="/compute")
 @accepts_number_array("numbers")
-async def compute(numbers: Numbers) -> ComputeResult:
+async def compute(numbers: Numbers, runtime: Startup[TorchRuntime]) -> ComputeResult:
     """Sum of squares, mean, max and min of the numbers, on CUDA when available, else the CPU.
 
     Integer input gives an exact int64 `sum_of_squares` (400 if it would not fit); float input
@@ -245,15 +237,15 @@ async def compute(numbers: Numbers) -> ComputeResult:
     """
     # Inline on the event loop: a million numbers take about a millisecond, less than a thread hop
     # costs once torch's thread pool has to follow the work to another thread.
-    return summarize(numbers if isinstance(numbers, np.ndarray) else as_number_array(numbers))
+    return summarize(runtime, numbers if isinstance(numbers, np.ndarray) else as_number_array(numbers))
 
 
 async def _demo() -> None:
-    await warm_up()
+    runtime = await warm_up()
     samples = {
         "gpu_health()": gpu_health(),
-        "gpu_info()": gpu_info(),
-        "compute([1, 2, 3, 4, 5])": compute([1, 2, 3, 4, 5]),
+        "gpu_info()": gpu_info(runtime),
+        "compute([1, 2, 3, 4, 5])": compute([1, 2, 3, 4, 5], runtime),
     }
     for call, result in samples.items():
         print(f"{call}\n  -> {json.dumps(await result)}")

@@ -14,6 +14,7 @@ async def upper(text: str) -> dict:
 from podroute.app import create_app
 from podroute.binding import accepts
 from podroute.errors import HTTPError
+from podroute.params import LastEventId, Startup
 from podroute.registry import (
     Registry,
     Route,
@@ -31,7 +32,10 @@ from podroute.resources import (
     Resource,
     ResourceConfigError,
 )
+from podroute.secrets import Secret
 from podroute.settings import AppSettings, ServerSettings
+from podroute.sockets import WebSocket, WebSocketClosedError
+from podroute.sse import ServerSentEvent
 from podroute.state import Mount
 
 __version__ = "0.1.0"
@@ -41,6 +45,7 @@ __all__ = [
     "CpuLiveLoadBalancer",
     "CpuLoadBalancerSlsResource",
     "HTTPError",
+    "LastEventId",
     "LiveLoadBalancer",
     "LoadBalancerSlsResource",
     "Mount",
@@ -49,7 +54,12 @@ __all__ = [
     "ResourceConfigError",
     "Route",
     "RouteDeclarationError",
+    "Secret",
+    "ServerSentEvent",
     "ServerSettings",
+    "Startup",
+    "WebSocket",
+    "WebSocketClosedError",
     "__version__",
     "accepts",
     "create_app",

@@ -24,6 +24,7 @@ from podroute.binding import Binder, read_body
 from podroute.dispatch import REQUEST_ID_HEADER, call_route, choose_request_id, install_dispatch
 from podroute.docs import register_docs
 from podroute.errors import HTTPError, MalformedBodyError, RequestValidationError, problem_body
+from podroute.params import resolve_startup_params
 from podroute.registry import Registry, Route, RouteDeclarationError, current_registry
 from podroute.resources import Resource
 from podroute.responses import json_response, problem_response
@@ -72,6 +73,9 @@ def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[
             raise not_ready_error(bound.state)
         function = bound.route.function
         bound_kwargs = bound.binder.bind_kwargs(kwargs, request)
+        bound_kwargs.update(bound.startup_kwargs())
+        if bound.binder.last_event_param is not None:
+            bound_kwargs[bound.binder.last_event_param] = request.headers.get("Last-Event-ID")
         if inspect.isasyncgenfunction(function):
             result: Any = [item async for item in function(**bound_kwargs)]
         else:
@@ -108,9 +112,9 @@ async def _run_hooks(state: StartupState, who: str) -> None:
         name = getattr(hook, "__name__", repr(hook))
         try:
             if inspect.iscoroutinefunction(hook):
-                await hook()
+                state.results.append(await hook())
             else:
-                await asyncio.to_thread(hook)
+                state.results.append(await asyncio.to_thread(hook))
         except Exception as error:  # a failing hook must mark the worker unhealthy, not crash it
             state.status, state.error = "failed", f"{name}: {error}"
             logger.exception("startup hook %s of %s failed; /ping now answers 503", name, who)
@@ -186,13 +190,15 @@ def _register_errors(app: Quart) -> None:
         return _with_request_id(problem_response(500, problem_body(500, detail, rid)), rid)
 
 
-def _binder_for(route: Route) -> Binder:
+def _bind_route(route: Route, mount: Mount, state: StartupState) -> BoundRoute:
     try:
-        return Binder(route)
+        binder = Binder(route)
     except (TypeError, ValueError, PydanticUserError, PydanticSchemaGenerationError) as error:
         raise RouteDeclarationError(
             f"{route.name}: its parameters cannot be validated from a request: {error}"
         ) from error
+    startup_args = resolve_startup_params(route, binder.startup_params, state.hooks)
+    return BoundRoute(route, mount, binder, state, startup_args)
 
 
 def _bind_mounts(mounts: list[Mount], registry: Registry) -> tuple[list[BoundRoute], list[StartupState]]:
@@ -204,7 +210,7 @@ def _bind_mounts(mounts: list[Mount], registry: Registry) -> tuple[list[BoundRou
             raise ValueError(f"resource {mount.resource.name!r} has no routes; declare some with @remote")
         state = StartupState(list(entry.startup_hooks))
         states.append(state)
-        routes.extend(BoundRoute(route, mount, _binder_for(route), state) for route in entry.routes)
+        routes.extend(_bind_route(route, mount, state) for route in entry.routes)
     return routes, states
 
 
@@ -241,7 +247,7 @@ def create_app(
     app.extensions["podroute"] = state
     for mount in mounts:
         if mount.resource.live:
-            named = {b.route.name: b for b in routes if b.mount is mount}
+            named = {b.route.name: b for b in routes if b.mount is mount and not b.route.is_websocket}
             app.add_url_rule(
                 f"{mount.prefix}/execute",
                 f"{mount.prefix}:podroute_execute",

@@ -226,11 +226,77 @@ def _parse_floats(raw: bytes, field: str) -> npt.NDArray[np.float64] | None:
         return None
 
 
+class _FloatStream:
+    """`{"<field>": [floats]}` parsed while it arrives: each chunk up to its last comma at once.
+
+    Every piece between commas is parsed strictly by orjson (the same doubles as `json.loads`)
+    and packed into float64, so by the time the last chunk arrives only its tail is left. Anything
+    the whole-body decoder would not take on its float path (another shape, a non-number, no float
+    in the first piece, bad JSON) stops the stream: its result is None and the whole body goes to
+    the decoder and validation as before, so the answers are the same either way.
+    """
+
+    __slots__ = ("_carry", "_failed", "_field", "_head", "_parts", "_started")
+
+    def __init__(self, head: re.Pattern[bytes], field: str) -> None:
+        self._head = head
+        self._field = field
+        self._carry = b""
+        self._parts: list[npt.NDArray[np.float64]] = []
+        self._started = False
+        self._failed = False
+
+    def feed(self, chunk: bytes) -> None:
+        """Parse every whole number in `chunk` (with what was left of the previous one)."""
+        if self._failed:
+            return
+        data = self._carry + chunk if self._carry else chunk
+        if not self._started:
+            match = self._head.match(data)
+            if match is None:
+                self._failed = len(data) >= 256  # a head longer than this is not the fast shape
+                self._carry = data
+                return
+            self._started = True
+            data = data[match.end() :]
+        cut = data.rfind(b",")
+        if cut < 0:
+            self._carry = data
+            return
+        self._carry = data[cut + 1 :]
+        self._take(data[:cut], first=not self._parts)
+
+    def result(self) -> Mapping[str, npt.NDArray[np.float64]] | None:
+        """The array, once the body ended as `...]}`; None if the stream stopped."""
+        close = self._carry.rfind(b"]")
+        if self._failed or not self._started or close < 0 or self._carry[close + 1 :].strip() != b"}":
+            return None
+        self._take(self._carry[:close], first=not self._parts)
+        if self._failed:
+            return None
+        values = self._parts[0] if len(self._parts) == 1 else np.concatenate(self._parts)
+        return {self._field: values}
+
+    def _take(self, piece: bytes, first: bool) -> None:
+        if not piece.strip() or piece.translate(None, _NUMBER_TEXT_CHARS):
+            self._failed = True  # an empty item, or strings, booleans, null, nested values
+            return
+        if first and not any(mark in piece for mark in _FLOAT_MARKS):
+            self._failed = True  # integers: the exact int64 path takes the whole body
+            return
+        try:
+            self._parts.append(np.array(orjson.loads(b"[" + piece + b"]"), dtype=np.float64))
+        except (orjson.JSONDecodeError, OverflowError, TypeError, ValueError):
+            self._failed = True
+
+
 def json_numbers_decoder(field: str) -> Callable[[bytes, quart.Request], Mapping[str, Any] | None]:
     """A body decoder for `{"<field>": [numbers]}` that parses the array with numpy directly.
 
     Returns None (so the route falls back to normal JSON validation, with its exact errors) for
     anything else: other keys, non-numbers, invalid JSON, integers at or beyond the int64 limits.
+    Its `start_stream()` (`podroute.binding.BodyStream`) parses a float list while the body
+    arrives, giving the same result as the decoder.
     """
     head = re.compile(rb'\s*\{\s*"' + re.escape(field.encode()) + rb'"\s*:\s*\[')
 
@@ -250,7 +316,11 @@ def json_numbers_decoder(field: str) -> Callable[[bytes, quart.Request], Mapping
             values = _parse_ints(inner)
         return None if values is None else {field: values}
 
+    def start_stream() -> _FloatStream:
+        return _FloatStream(head, field)
+
     decode.__doc__ = f'JSON {{"{field}": [numbers]}}, parsed by numpy.'
+    decode.start_stream = start_stream  # type: ignore[attr-defined]
     return decode
 
 

@@ -9,6 +9,9 @@ For each route a `Binder` is built once, when the app is created:
 | a JSON object body | the other parameters of POST, PUT and PATCH routes, keyed by name |
 | the whole JSON body | a body route's only parameter, if it is a pydantic model, dataclass or TypedDict |
 | the request itself | a parameter annotated `quart.Request` |
+| the `Last-Event-ID` header | a parameter annotated `LastEventId` (`podroute.params`) |
+| a startup hook's return value | a parameter annotated `Startup[T]` (`podroute.params`) |
+| the connection | a WebSocket route's `WebSocket[In, Out]` (its other parameters: path and query) |
 
 Unknown query or body keys are rejected (422). The same models produce the OpenAPI schema.
 """
@@ -20,7 +23,7 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, get_args, get_origin
+from typing import Any, Protocol, get_args, get_origin
 from urllib.parse import parse_qsl
 
 import quart
@@ -30,11 +33,28 @@ from pydantic.fields import FieldInfo
 from typing_extensions import TypedDict, is_typeddict
 
 from podroute.errors import MalformedBodyError, RequestValidationError, UnsupportedMediaTypeError
+from podroute.params import is_last_event_id, startup_target
 from podroute.registry import Route
+from podroute.sockets import MessageCodec, socket_types
 
 QUERY_METHODS = frozenset({"GET", "DELETE"})
 BodyDecoder = Callable[[bytes, quart.Request], Any]
 """Turns a raw request body into the route's arguments (a mapping), or None to fall back to JSON."""
+
+
+class BodyStream(Protocol):
+    """Decodes a body while it arrives: fed each chunk in order, then asked for the result."""
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next piece of the body (never raises: a body it cannot take makes result None)."""
+
+    def result(self) -> Any:
+        """The route's arguments (as the decoder would give them), or None to decode the whole body."""
+
+
+STREAM_ATTRIBUTE = "start_stream"
+"""A decoder with a `start_stream()` method returning a `BodyStream` may be fed the body as it
+arrives (the lean path does): its result, when not None, is used instead of calling the decoder."""
 
 _DECODERS_ATTRIBUTE = "__podroute_body_decoders__"
 _FORBID_EXTRA = ConfigDict(extra="forbid")
@@ -61,6 +81,10 @@ async def read_body(request: quart.Request) -> bytes:
     """The raw request body (Quart enforces MAX_CONTENT_LENGTH while reading it: 413)."""
     data = await request.get_data(cache=False, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
+
+
+def _media_type(content_type: str | None) -> str:
+    return content_type.split(";", 1)[0].strip().lower() if content_type else ""
 
 
 def _is_json_media_type(media_type: str) -> bool:
@@ -149,23 +173,45 @@ class Binder:
         signature = inspect.signature(route.function)
         path_names = set(route.path_params)
         self.request_param: str | None = None
+        self.last_event_param: str | None = None
+        self.startup_params: dict[str, Any] = {}
+        """`Startup[T]` parameters: name -> T."""
+        self.socket_param: str | None = None
+        self.codec: MessageCodec | None = None
         self.path_adapters: dict[str, TypeAdapter[Any]] = {}
         fields: dict[str, Any] = {}
         for name, parameter in signature.parameters.items():
             annotation = hints.get(name, Any)
             if _is_request_type(annotation):
                 self.request_param = name
+            elif is_last_event_id(annotation):
+                self.last_event_param = name
+            elif (target := startup_target(annotation)) is not None:
+                self.startup_params[name] = target
+            elif (types_ := socket_types(annotation)) is not None:
+                self._bind_socket(name, types_)
             elif name in path_names:
                 self.path_adapters[name] = TypeAdapter(annotation)
             else:
                 default = ... if parameter.default is inspect.Parameter.empty else parameter.default
                 fields[name] = (annotation, default)
-        self.uses_query = route.method in QUERY_METHODS
+        if route.is_websocket and self.request_param is not None:
+            raise TypeError("a WebSocket route cannot take a quart.Request; read socket.headers instead")
+        if route.is_websocket and self.socket_param is None:
+            raise TypeError(
+                "a WebSocket route needs a parameter annotated WebSocket[...], e.g. socket: WebSocket[str]"
+            )
+        self.uses_query = route.method in QUERY_METHODS or route.is_websocket
         self.whole_body_param: str | None = None
         self.whole_body_adapter: TypeAdapter[Any] | None = None
         self.model: type[BaseModel] | None = None
         self.list_fields: frozenset[str] = frozenset()
         self.decoders = {media: decoder for media, (decoder, _) in body_decoders(route.function).items()}
+        self.streams: dict[str, Callable[[], BodyStream]] = {
+            media: getattr(decoder, STREAM_ATTRIBUTE)
+            for media, decoder in self.decoders.items()
+            if callable(getattr(decoder, STREAM_ATTRIBUTE, None))
+        }
         if self.uses_query:
             self.model = self._fields_model(fields, "Query")
             self.list_fields = frozenset(n for n, (ann, _) in fields.items() if _is_sequence_type(ann))
@@ -174,6 +220,18 @@ class Binder:
             self.whole_body_adapter = _strict_adapter(annotation)
         else:
             self.model = self._fields_model(fields, "Body")
+
+    def _bind_socket(self, name: str, types_: tuple[Any, Any]) -> None:
+        if not self.route.is_websocket:
+            raise TypeError(f"parameter {name!r} is a WebSocket, but only method='WEBSOCKET' routes get one")
+        if self.socket_param is not None:
+            raise TypeError(f"parameters {self.socket_param!r} and {name!r} are both WebSockets; keep one")
+        self.socket_param = name
+        receive_type, send_type = types_
+        codec = MessageCodec(receive_type, send_type, None)
+        if codec.kind == "json":
+            codec.adapter = _strict_adapter(receive_type)
+        self.codec = codec
 
     def _fields_model(self, fields: dict[str, Any], suffix: str) -> type[BaseModel]:
         name = _model_name(self.route.name, suffix)
@@ -191,7 +249,7 @@ class Binder:
         return self.model
 
     def query_fields(self) -> dict[str, FieldInfo]:
-        """Query parameters of GET/DELETE routes by name."""
+        """Query parameters of GET/DELETE and WebSocket routes by name."""
         return dict(self.model.model_fields) if (self.uses_query and self.model) else {}
 
     def bind_parts(
@@ -201,23 +259,30 @@ class Binder:
         body: bytes,
         content_type: str | None,
         request: Callable[[], quart.Request],
+        streamed: Any = None,
     ) -> dict[str, Any]:
         """Validate a request given as its parts; return the keyword arguments for the function.
 
         `request` builds a Quart request on demand, for a parameter annotated `quart.Request` or a
-        body decoder; routes that need neither never pay for one.
+        body decoder; routes that need neither never pay for one. `streamed` is the result of the
+        `BodyStream` (`open_stream`) that was fed this body, used in place of its decoder.
         """
         errors: list[dict[str, Any]] = []
         kwargs = self._bind_path(path_args, errors) if path_args else {}
         if self.uses_query:
             self._bind_query(query_string, kwargs, errors)
         else:
-            self._bind_body(body, content_type, request, kwargs, errors)
+            self._bind_body(body, content_type, request, kwargs, errors, streamed)
         if errors:
             raise RequestValidationError(errors)
         if self.request_param is not None:
             kwargs[self.request_param] = request()
         return kwargs
+
+    def open_stream(self, content_type: str | None) -> BodyStream | None:
+        """A `BodyStream` for a body of `content_type`, when its decoder can take one as it arrives."""
+        factory = self.streams.get(_media_type(content_type)) if self.streams else None
+        return factory() if factory is not None else None
 
     def bind_kwargs(self, values: Mapping[str, Any], request: quart.Request) -> dict[str, Any]:
         """Validate keyword arguments given by name (the `/execute` call) exactly like a request."""
@@ -272,9 +337,12 @@ class Binder:
         request: Callable[[], quart.Request],
         kwargs: dict[str, Any],
         errors: list[dict[str, Any]],
+        streamed: Any = None,
     ) -> None:
-        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
-        decoded = self._decode(raw, media_type, request) if media_type in self.decoders else None
+        media_type = _media_type(content_type)
+        decoded = streamed
+        if decoded is None and media_type in self.decoders:
+            decoded = self._decode(raw, media_type, request)
         if decoded is not None:
             if self.whole_body_adapter is not None:
                 self._validate_whole_body(decoded, kwargs, errors, "body")

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from podroute import __version__
-from podroute.cli_deploy_args import add_deploy_commands
+from podroute.cli_deploy_args import add_deploy_commands, add_secret_commands
 from podroute.discovery import DiscoveryError, load_target
 from podroute.logs import configure_logging
 from podroute.registry import RouteDeclarationError
 from podroute.resources import ResourceConfigError
+from podroute.secrets import SecretNameError
 from podroute.server import SERVERS, ServerError, default_worker_server, first_free_port, run_app
 from podroute.settings import AppSettings, ServerSettings, SettingsError, log_level_from
 
@@ -33,9 +34,10 @@ _USER_ERRORS: tuple[type[Exception], ...] = (
     SettingsError,
     RouteDeclarationError,
     ResourceConfigError,
+    SecretNameError,
 )
 _BUILDING_COMMANDS = frozenset({"build", "deploy"})
-_DEPLOYING_COMMANDS = frozenset({"deploy", "scale"})
+_DEPLOYING_COMMANDS = frozenset({"deploy", "scale", "secret"})
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -108,14 +110,25 @@ def _build_parser() -> argparse.ArgumentParser:
         description="Deploys artifacts as worker processes behind a gateway with RunPod's load-balancer "
         "semantics. Env: PODROUTE_RUNTIME_HOST/PORT (localhost:8800), PODROUTE_RUNTIME_DIR "
         "(.podroute/runtime: state, builds, worker environments, and the control token file), "
-        "PODROUTE_RUNTIME_TOKEN, PODROUTE_RUNTIME_ENV_MODE (isolated|shared), PODROUTE_RUNTIME_WAIT_S (120).",
+        "PODROUTE_RUNTIME_TOKEN, PODROUTE_RUNTIME_ENV_MODE (isolated|shared), PODROUTE_RUNTIME_WAIT_S (120), "
+        "PODROUTE_RUNTIME_VOLUMES (VOLUME_ID=FOLDER,...). Secrets are kept encrypted in the state folder "
+        "(secrets.json + secret.key, both 0600).",
     )
     runtime.add_argument("--host", help="address (env PODROUTE_RUNTIME_HOST, default localhost)")
     runtime.add_argument("--port", type=int, help="port (env PODROUTE_RUNTIME_PORT, default 8800)")
     runtime.add_argument("--data-dir", type=Path, help="state folder (env PODROUTE_RUNTIME_DIR)")
     runtime.add_argument("--env-mode", choices=("isolated", "shared"), help="worker environments")
+    runtime.add_argument(
+        "--volume",
+        action="append",
+        default=[],
+        metavar="VOLUME_ID=FOLDER",
+        help="host folder of a network volume, seen by workers at the resource's volumeMountPath "
+        "(repeatable; env PODROUTE_RUNTIME_VOLUMES)",
+    )
 
     add_deploy_commands(commands)
+    add_secret_commands(commands)
     return parser
 
 
@@ -173,6 +186,10 @@ def _user_errors(command: str) -> tuple[type[Exception], ...]:
         from podroute.providers.base import DeployError
 
         errors += (DeployError,)
+    if command == "runtime":
+        from podroute.runtime.volumes import VolumeConfigError
+
+        errors += (VolumeConfigError,)
     return errors
 
 
@@ -207,6 +224,7 @@ def build_record(result: BuildResult) -> dict[str, Any]:
 def _runtime(args: argparse.Namespace) -> int:
     from podroute.runtime.listener import serve_runtime
     from podroute.runtime.service import RuntimeSettings, create_runtime_app
+    from podroute.runtime.volumes import parse_volumes
 
     settings = RuntimeSettings.from_env()
     overrides = {
@@ -219,6 +237,8 @@ def _runtime(args: argparse.Namespace) -> int:
         )
         if v is not None
     }
+    if args.volume:
+        overrides["volumes"] = {**settings.volumes, **parse_volumes(",".join(args.volume))}
     settings = dataclasses.replace(settings, **overrides)
     app = create_runtime_app(settings)
     print(
@@ -242,6 +262,12 @@ def _scale(args: argparse.Namespace) -> int:
     return run_scale(args)
 
 
+def _secret(args: argparse.Namespace) -> int:
+    from podroute.cli_secrets import run_secret
+
+    return run_secret(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `podroute` command; returns the exit status."""
     args = _build_parser().parse_args(argv)
@@ -255,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runtime": _runtime,
             "deploy": _deploy,
             "scale": _scale,
+            "secret": _secret,
         }[args.command]
         return handler(args)
     except user_errors as error:

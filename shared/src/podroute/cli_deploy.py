@@ -15,6 +15,7 @@ from pathlib import Path
 from podroute.build import BuildResult, build_project
 from podroute.deploy.environments import Environments
 from podroute.deploy.model import ActualEndpoint, Reconciliation, Target, endpoint_name, resolve_config
+from podroute.deploy.preflight import require_secrets
 from podroute.deploy.reconcile import reconcile, records_from_provider
 from podroute.deploy.rollout import (
     RolloutEvent,
@@ -117,6 +118,8 @@ def _send(args: argparse.Namespace, environments: Environments, project: Path, n
         environments.save()
     builds = build_project(project, args.services, progress=_progress)
     with provider_for(environments.provider_settings(args.env)) as provider:
+        declared = [resolve_config(build.manifest["resource"], {}) for build in builds]
+        require_secrets(provider, declared, args.env)  # every build's, before the first endpoint
         for build in builds:
             endpoint = _send_one(provider, Target(name, args.env, build.service, build.resource), build, args)
             print(f"{endpoint.target.key if endpoint.target else build.service}: healthy at {endpoint.url}")

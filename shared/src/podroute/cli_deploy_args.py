@@ -1,4 +1,5 @@
-"""The arguments of `podroute deploy ...` and `podroute scale` (what runs them is `cli_deploy`).
+"""The arguments of `podroute deploy ...`, `podroute scale` and `podroute secret ...` (what runs them
+is `cli_deploy` and `cli_secrets`).
 
 Kept apart so that building the command parser imports nothing of the deploy machinery: `podroute
 serve` starts without it.
@@ -92,3 +93,26 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
         "--execution-timeout-ms", type=int, dest="executionTimeoutMs", help="executionTimeoutMs"
     )
     scale.add_argument("--project", type=Path, default=Path.cwd(), help="project root")
+
+
+def add_secret_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `secret add|list|delete ENV` to the command parser."""
+    secret = commands.add_parser(
+        "secret",
+        help="manage an environment's secrets (local runtime: encrypted; RunPod: platform secrets)",
+        description="Secrets are referenced from a resource's env as Secret('name') and decrypted only "
+        "when a worker boots. Names: letters, digits, '_', '.', '-'. Values are never shown.",
+    )
+    actions = secret.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser("add", help="store a secret; the value is read from stdin (never an argument)")
+    add.add_argument("env", help="environment (see 'podroute deploy list')")
+    add.add_argument("name", help="secret name, e.g. hf-token")
+    add.add_argument("--description", default="", help="what the secret is for")
+    add.add_argument("--replace", action="store_true", help="replace the value of an existing secret")
+    listing = actions.add_parser("list", help="secret names (values are never shown)")
+    listing.add_argument("env")
+    delete = actions.add_parser("delete", help="remove a secret")
+    delete.add_argument("env")
+    delete.add_argument("name")
+    for action in (add, listing, delete):
+        action.add_argument("--project", type=Path, default=Path.cwd(), help="project root")

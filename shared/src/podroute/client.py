@@ -4,125 +4,82 @@
         client.post("/transform", json={"text": "hi", "operation": "uppercase"})
         client.call(transform, text="hi", operation="uppercase")   # same signature as the route
 
-Retries use exponential backoff with jitter, only where a retry cannot repeat work by surprise:
+        for event in client.stream("/ticks"):                # Server-Sent Events
+            print(event.json())
+        with client.websocket("/chat") as socket:             # a `websockets` connection, with auth
+            socket.send("hi")
+            print(socket.recv())
 
-| failure | retried for |
-| --- | --- |
-| could not connect | every method (nothing was sent) |
-| 400 `{"error": "no workers available"}` (cold start) | every method (the gateway sent nothing on) |
-| lost after sending; 502, 503, 504, 429 (`Retry-After` honoured) | idempotent methods, or `retry_unsafe` |
+Retries (`podroute.client_policy`) use exponential backoff with jitter, only where a retry cannot
+repeat work by surprise; idempotent methods are GET, HEAD, PUT, DELETE and OPTIONS. Every other
+error response raises `EndpointError` carrying the problem+json body.
 
-Idempotent methods are GET, HEAD, PUT, DELETE and OPTIONS.
-
-Every other error response raises `EndpointError` carrying the problem+json body.
+`stream()` yields each event as a `ServerSentEvent`; an `event: error` raises `StreamError` with
+the route's problem (status, detail, request id). When the connection breaks mid-stream, a stream
+whose events carry ids is resumed, for idempotent methods, by reconnecting with `Last-Event-ID`
+(after the server's `retry:` delay, else the backoff); one without ids raises
+`EndpointUnavailableError`. `websocket()` opens a WebSocket with the same auth header, retrying a
+failed handshake (connect errors, cold start, 429/502/503/504) like an idempotent request.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import random
+import contextlib
 import time
 import typing
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 import httpx
 from pydantic_core import to_jsonable_python
+from websockets.asyncio.client import ClientConnection as AsyncSocket
+from websockets.asyncio.client import connect as connect_async
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection as Socket
+from websockets.sync.client import connect as connect_sync
 
 from podroute.binding import is_whole_body_type
+from podroute.client_policy import (
+    IDEMPOTENT_METHODS,
+    NO_WORKERS,
+    RETRY_STATUSES,
+    EndpointError,
+    EndpointUnavailableError,
+    NoWorkersError,
+    RetryPolicy,
+    StreamError,
+    delay_after_error,
+    delay_after_response,
+    retry_after_seconds,
+)
+from podroute.client_streams import EventReader, handshake_answer, socket_target
 from podroute.registry import PATH_PARAM_PATTERN, Route, route_of
+from podroute.sse import ServerSentEvent
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-NO_WORKERS = "no workers available"
-
-
-class EndpointError(Exception):
-    """The endpoint answered with an error status; `problem` is its JSON body when it had one."""
-
-    def __init__(self, status: int, message: str, problem: dict[str, Any] | None = None) -> None:
-        super().__init__(f"{status}: {message}")
-        self.status = status
-        self.problem = problem or {}
-
-    @classmethod
-    def from_response(cls, response: httpx.Response) -> EndpointError:
-        """Build the right error type for an error response."""
-        problem: dict[str, Any] | None = None
-        try:
-            body = response.json()
-            problem = body if isinstance(body, dict) else None
-        except ValueError:
-            pass
-        message = str((problem or {}).get("detail") or (problem or {}).get("error") or response.text[:300])
-        error_type = NoWorkersError if _is_no_workers(response) else cls
-        return error_type(response.status_code, message, problem)
-
-
-class NoWorkersError(EndpointError):
-    """No worker became ready in time (RunPod's 400 'no workers available'), even after retries."""
-
-
-class EndpointUnavailableError(EndpointError):
-    """The endpoint could not be reached, even after retries."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how long to retry (delay = min(max, base * 2**attempt), with jitter)."""
-
-    attempts: int = 5
-    backoff_base_s: float = 0.25
-    backoff_max_s: float = 10.0
-    jitter: bool = True
-    statuses: frozenset[int] = field(default=RETRY_STATUSES)
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait before retry number `attempt` (0-based)."""
-        if retry_after is not None:
-            return min(float(retry_after), 60.0)
-        delay = min(self.backoff_max_s, self.backoff_base_s * 2.0**attempt)
-        return delay * random.uniform(0.5, 1.0) if self.jitter else delay
-
-
-def _is_no_workers(response: httpx.Response) -> bool:
-    if response.status_code != 400:
-        return False
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and body.get("error") == NO_WORKERS
-
-
-def retry_after_seconds(response: httpx.Response) -> float | None:
-    """The response's `Retry-After` in seconds (a number or an HTTP date), or None."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.isdigit():
-        return float(value)
-    parsed = email.utils.parsedate_to_datetime(value)
-    return max(0.0, parsed.timestamp() - time.time()) if parsed else None
-
-
-def _should_retry_response(response: httpx.Response, safe: bool, policy: RetryPolicy) -> bool:
-    if _is_no_workers(response):
-        return True
-    return safe and response.status_code in policy.statuses
-
-
-def _should_retry_error(error: httpx.TransportError, safe: bool) -> bool:
-    return isinstance(error, httpx.ConnectError | httpx.ConnectTimeout) or safe
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "NO_WORKERS",
+    "RETRY_STATUSES",
+    "AsyncEndpointClient",
+    "AsyncSocket",
+    "EndpointClient",
+    "EndpointError",
+    "EndpointUnavailableError",
+    "NoWorkersError",
+    "RetryPolicy",
+    "ServerSentEvent",
+    "Socket",
+    "StreamError",
+    "retry_after_seconds",
+]
 
 
 def _route_request(route: Route, kwargs: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     values = dict(kwargs)
     path = PATH_PARAM_PATTERN.sub(lambda m: str(values.pop(m.group(1))), route.path)
     jsonable = to_jsonable_python(values)
-    if route.method in ("GET", "DELETE"):
+    if route.method in ("GET", "DELETE", "WEBSOCKET"):
         return path, {"params": jsonable}
     hints = typing.get_type_hints(route.function)
     if len(values) == 1:
@@ -141,6 +98,8 @@ def _decode(response: httpx.Response) -> Any:
 
 
 class _ClientBase:
+    timeout: float
+
     def __init__(self, url: str, api_key: str | None, retry: RetryPolicy | None) -> None:
         self.url = url.rstrip("/")
         self.headers = {"User-Agent": "podroute-client"}
@@ -155,15 +114,30 @@ class _ClientBase:
 
     def _delay_after_error(self, error: httpx.TransportError, attempt: int, safe: bool) -> float:
         """Seconds to wait before retrying after a transport error; raises when it must not retry."""
-        if attempt == self.retry.attempts - 1 or not _should_retry_error(error, safe):
-            raise EndpointUnavailableError(0, f"cannot reach {self.url}: {error}") from error
-        return self.retry.delay(attempt)
+        return delay_after_error(self.retry, self.url, error, attempt, safe)
 
     def _delay_after_response(self, response: httpx.Response, attempt: int, safe: bool) -> float | None:
         """Seconds to wait before retrying this response, or None when it is the answer."""
-        if attempt == self.retry.attempts - 1 or not _should_retry_response(response, safe, self.retry):
-            return None
-        return self.retry.delay(attempt, retry_after_seconds(response))
+        return delay_after_response(self.retry, response, attempt, safe)
+
+    def _socket_options(self, headers: Mapping[str, str] | None) -> dict[str, Any]:
+        sent = {k: v for k, v in self.headers.items() if k != "User-Agent"}
+        return {
+            "additional_headers": {**sent, **(headers or {})},
+            "user_agent_header": self.headers["User-Agent"],
+            "open_timeout": self.timeout,
+        }
+
+    def _socket_delay(self, error: Exception, attempt: int) -> float:
+        """Seconds to wait before another handshake; raises EndpointError when there is none."""
+        if isinstance(error, InvalidStatus):
+            answer = handshake_answer(error)
+            delay = self._delay_after_response(answer, attempt, safe=True)
+            if delay is None:
+                raise EndpointError.from_response(answer) from None
+            return delay
+        transport = httpx.ConnectError(str(error))
+        return self._delay_after_error(transport, attempt, safe=True)
 
 
 class EndpointClient(_ClientBase):
@@ -179,6 +153,7 @@ class EndpointClient(_ClientBase):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, retry)
+        self.timeout = timeout
         self._http = httpx.Client(
             base_url=self.url, headers=self.headers, timeout=timeout, transport=transport
         )
@@ -235,6 +210,53 @@ class EndpointClient(_ClientBase):
         path, options = _route_request(route, kwargs)
         return _decode(self.request(route.method, path, retry_unsafe=retry_unsafe, **options))
 
+    def stream(
+        self, path: str, *, method: str = "GET", retry_unsafe: bool = False, **kwargs: Any
+    ) -> Iterator[ServerSentEvent]:
+        """The events of an event stream; raises StreamError for an `event: error` (see module doc)."""
+        method = method.upper()
+        reader = EventReader(self.retry, self.url, method in IDEMPOTENT_METHODS or retry_unsafe)
+        headers = dict(kwargs.pop("headers", None) or {})
+        while True:
+            try:
+                with self._http.stream(
+                    method, path, headers={**headers, **reader.headers()}, timeout=reader.timeout, **kwargs
+                ) as response:
+                    if response.status_code >= 400:
+                        response.read()
+                        time.sleep(reader.delay_after_answer(response))
+                        continue
+                    parser = reader.connected()
+                    for line in response.iter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            yield reader.take(event)
+                    return
+            except httpx.TransportError as error:
+                time.sleep(reader.delay_after_break(error))
+
+    @contextlib.contextmanager
+    def websocket(
+        self, path: str, *, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> Iterator[Socket]:
+        """Open a WebSocket to `path` (query `params`) with the endpoint's auth; closed after the block.
+
+        Yields a `websockets` connection (`send`, `recv`, iteration, `close_code`); a refused
+        handshake raises EndpointError with the server's problem+json.
+        """
+        url = socket_target(self.url, path, params)
+        options = self._socket_options(headers)
+        for attempt in range(self.retry.attempts):
+            try:
+                socket = connect_sync(url, **options)
+            except (InvalidStatus, OSError, TimeoutError) as error:
+                time.sleep(self._socket_delay(error, attempt))
+                continue
+            with socket:
+                yield socket
+            return
+        raise AssertionError("unreachable: the last attempt always returns or raises")
+
 
 class AsyncEndpointClient(_ClientBase):
     """An asyncio client for one endpoint (same behaviour as EndpointClient)."""
@@ -249,6 +271,7 @@ class AsyncEndpointClient(_ClientBase):
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(url, api_key, retry)
+        self.timeout = timeout
         self._http = httpx.AsyncClient(
             base_url=self.url, headers=self.headers, timeout=timeout, transport=transport
         )
@@ -306,3 +329,49 @@ class AsyncEndpointClient(_ClientBase):
         route = route_of(function)
         path, options = _route_request(route, kwargs)
         return _decode(await self.request(route.method, path, retry_unsafe=retry_unsafe, **options))
+
+    async def stream(
+        self, path: str, *, method: str = "GET", retry_unsafe: bool = False, **kwargs: Any
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The events of an event stream; raises StreamError for an `event: error` (see module doc)."""
+        method = method.upper()
+        reader = EventReader(self.retry, self.url, method in IDEMPOTENT_METHODS or retry_unsafe)
+        headers = dict(kwargs.pop("headers", None) or {})
+        while True:
+            try:
+                async with self._http.stream(
+                    method, path, headers={**headers, **reader.headers()}, timeout=reader.timeout, **kwargs
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        await asyncio.sleep(reader.delay_after_answer(response))
+                        continue
+                    parser = reader.connected()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is not None:
+                            yield reader.take(event)
+                    return
+            except httpx.TransportError as error:
+                await asyncio.sleep(reader.delay_after_break(error))
+
+    @contextlib.asynccontextmanager
+    async def websocket(
+        self, path: str, *, params: Mapping[str, Any] | None = None, headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[AsyncSocket]:
+        """Open a WebSocket to `path` (query `params`) with the endpoint's auth; closed after the block.
+
+        Yields a `websockets` asyncio connection; a refused handshake raises EndpointError.
+        """
+        url = socket_target(self.url, path, params)
+        options = self._socket_options(headers)
+        for attempt in range(self.retry.attempts):
+            try:
+                socket = await connect_async(url, **options)
+            except (InvalidStatus, OSError, TimeoutError) as error:
+                await asyncio.sleep(self._socket_delay(error, attempt))
+                continue
+            async with socket:
+                yield socket
+            return
+        raise AssertionError("unreachable: the last attempt always returns or raises")

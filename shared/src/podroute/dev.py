@@ -15,6 +15,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from quart import Quart, Response
 
@@ -23,7 +24,7 @@ from podroute.discovery import Service, discover_services
 from podroute.openapi import build_openapi
 from podroute.registry import Registry
 from podroute.settings import AppSettings
-from podroute.state import Mount
+from podroute.state import BoundRoute, Mount
 
 DEV_TITLE = "PodRoute dev server"
 _IGNORED_DIRS = frozenset({".git", ".nox", ".venv", "venv", "node_modules", "__pycache__", ".podroute"})
@@ -68,7 +69,7 @@ def render_home(app: Quart) -> str:
     for mount in state.mounts:
         rows = "".join(
             f"<tr><td><code>{b.route.method}</code></td><td><code>{html.escape(b.full_path)}</code></td>"
-            f"<td>{html.escape(state.openapi['paths'][b.full_path][b.route.method.lower()]['summary'])}</td></tr>"
+            f"<td>{html.escape(_summary(state.openapi, b))}</td></tr>"
             for b in state.routes
             if b.mount is mount
         )
@@ -82,6 +83,12 @@ def render_home(app: Quart) -> str:
         "<p>Interactive docs: <a href='/docs'>/docs</a> · OpenAPI: <a href='/openapi.json'>/openapi.json</a>"
         f" · health: <a href='{health}'>{health}</a></p>" + "".join(sections) + "</body></html>"
     )
+
+
+def _summary(openapi: dict[str, Any], bound: BoundRoute) -> str:
+    if bound.route.is_websocket:
+        return str(openapi["x-websockets"][bound.full_path]["summary"])
+    return str(openapi["paths"][bound.full_path][bound.route.method.lower()]["summary"])
 
 
 def _source_files(project: Path) -> Iterator[Path]:

@@ -8,6 +8,8 @@ a returned Quart `Response`, with problem+json errors and `X-Request-ID` - witho
 and response objects, context or Werkzeug routing. Everything else (lifespan, `/docs`,
 `/openapi.json`, `/execute`, plain Quart routes, 404) goes to Quart unchanged; a wrong method on
 a known path is answered 405 with an `Allow` that also lists the Quart routes on that path.
+WebSocket routes (method WEBSOCKET) are served from `websocket` scopes by
+`podroute.socket_serving`; a plain GET to one is answered 426 Upgrade Required.
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ from typing import Any, cast
 import orjson
 from quart import Quart, Response
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import RequestRedirect
 
-from podroute.binding import Binder
+from podroute.binding import Binder, BodyStream
 from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError
+from podroute.registry import WEBSOCKET
 from podroute.responses import JSON_CONTENT_TYPE, encode_json, sse_frames
 from podroute.router import Match, Router
+from podroute.socket_serving import SocketEndpoint, refuse_handshake, serve_socket
 from podroute.state import BoundRoute, PodRouteState, StartupState, not_ready_error
 
 Scope = MutableMapping[str, Any]
@@ -46,7 +50,9 @@ logger = logging.getLogger("podroute.app")
 _SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _ID_PREFIX = uuid.uuid4().hex[:16]
 _id_counter = itertools.count(1)
+_Found = Match["Endpoint | Health | SocketEndpoint"]
 _RID = b"x-request-id"
+_LAST_EVENT_ID = b"last-event-id"
 _CONTENT_TYPE = b"content-type"
 _CONTENT_LENGTH = b"content-length"
 _JSON_HEADER = (_CONTENT_TYPE, JSON_CONTENT_TYPE.encode())
@@ -81,6 +87,9 @@ class Endpoint:
     is_async: bool
     is_stream: bool
     reads_body: bool
+    bound: BoundRoute
+    takes_outside_args: bool
+    """Whether the route has `Startup[T]` or `LastEventId` parameters (most routes have neither)."""
 
     @classmethod
     def of(cls, bound: BoundRoute) -> Endpoint:
@@ -93,7 +102,16 @@ class Endpoint:
             is_async=inspect.iscoroutinefunction(function),
             is_stream=inspect.isasyncgenfunction(function),
             reads_body=not bound.binder.uses_query,
+            bound=bound,
+            takes_outside_args=bool(bound.startup_args) or bound.binder.last_event_param is not None,
         )
+
+    def add_outside_args(self, kwargs: dict[str, Any], head: _RequestHead) -> None:
+        """Add the `Startup[T]` values and `LastEventId` to the bound arguments."""
+        if self.bound.startup_args:
+            kwargs.update(self.bound.startup_kwargs())
+        if self.binder.last_event_param is not None:
+            kwargs[self.binder.last_event_param] = head.last_event_id
 
 
 @dataclass(frozen=True)
@@ -116,12 +134,13 @@ async def call_route(function: Callable[..., Any], kwargs: dict[str, Any], is_as
 class _RequestHead:
     """The few request headers the lean path reads, found in one pass."""
 
-    __slots__ = ("content_length", "content_type", "request_id")
+    __slots__ = ("content_length", "content_type", "last_event_id", "request_id")
 
     def __init__(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
         sent_id: str | None = None
         self.content_type: str | None = None
         self.content_length: int | None = None
+        self.last_event_id: str | None = None
         for name, value in headers:
             if name == _CONTENT_TYPE:
                 self.content_type = value.decode("latin-1")
@@ -129,6 +148,8 @@ class _RequestHead:
                 sent_id = value.decode("latin-1")
             elif name == _CONTENT_LENGTH and value.isdigit():
                 self.content_length = int(value)
+            elif name == _LAST_EVENT_ID:
+                self.last_event_id = value.decode("latin-1")
         self.request_id = choose_request_id(sent_id)
 
 
@@ -180,15 +201,20 @@ class LeanDispatch:
         self.fallback = fallback
         self.max_body = state.settings.max_body_bytes
         self.body_timeout = state.settings.body_timeout
-        self.router: Router[Endpoint | Health] = Router()
+        self.max_message = state.settings.max_message_bytes
+        self.router: Router[Endpoint | Health | SocketEndpoint] = Router()
         for bound in state.routes:
-            self.router.add(bound.route.method, bound.full_path, Endpoint.of(bound))
+            handler = SocketEndpoint(bound) if bound.route.is_websocket else Endpoint.of(bound)
+            self.router.add(bound.route.method, bound.full_path, handler)
         self.router.add("GET", state.settings.health_path, Health(state))
         self.router.compile()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one ASGI connection: ours if the router knows it, else Quart's."""
         if scope["type"] != "http":
+            if scope["type"] == "websocket":
+                await self._serve_socket(scope, receive, send)
+                return
             await self.fallback(scope, receive, send)
             return
         method = scope["method"]
@@ -196,15 +222,39 @@ class LeanDispatch:
         if found is None:
             await self._not_routed(scope, receive, send)
             return
-        head = _RequestHead(scope["headers"])
         handler = found.handler
+        if isinstance(handler, SocketEndpoint):  # an HTTP request whose method is literally WEBSOCKET
+            await self._not_routed(scope, receive, send)
+            return
+        head = _RequestHead(scope["headers"])
         if isinstance(handler, Health):
             await self._serve_health(handler.state, head.request_id, send, method == "HEAD")
             return
         await self._serve(handler, found, scope, receive, send, head)
 
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self.router.resolve(WEBSOCKET, scope["path"])
+        rid = _RequestHead(scope["headers"]).request_id
+        if found is None or not isinstance(found.handler, SocketEndpoint):
+            if self._quart_has_socket(scope["path"]):
+                await self.fallback(scope, receive, send)
+                return
+            if (await receive())["type"] == "websocket.connect":
+                detail = f"no WebSocket route matches {scope['path']}; see /docs for the routes"
+                await refuse_handshake(scope, send, HTTPError(404, detail), rid)
+            return
+        await serve_socket(found.handler, found.params, scope, receive, send, rid, self.max_message)
+
+    def _quart_has_socket(self, path: str) -> bool:
+        adapter = self.app.url_map.bind("localhost", url_scheme="ws")
+        try:
+            adapter.match(path)
+        except HTTPException:
+            return False
+        return True
+
     async def _serve(
-        self, endpoint: Endpoint, found: Match[Endpoint | Health], scope: Scope, receive: Receive,
+        self, endpoint: Endpoint, found: _Found, scope: Scope, receive: Receive,
         send: Send, head: _RequestHead,
     ) -> None:  # fmt: skip
         rid = head.request_id
@@ -212,14 +262,18 @@ class LeanDispatch:
         try:
             if endpoint.state.status != "ready":
                 raise not_ready_error(endpoint.state)
-            body = await self._read_body(receive, head) if endpoint.reads_body else b""
+            stream = endpoint.binder.open_stream(head.content_type) if endpoint.reads_body else None
+            body = await self._read_body(receive, head, stream) if endpoint.reads_body else b""
             kwargs = endpoint.binder.bind_parts(
                 found.params,
                 scope["query_string"],
                 body,
                 head.content_type,
                 lambda: self._quart_request(scope, body),
+                None if stream is None else stream.result(),
             )
+            if endpoint.takes_outside_args:
+                endpoint.add_outside_args(kwargs, head)
             if endpoint.is_stream:
                 await self._stream(endpoint.function(**kwargs), rid, receive, send)
                 return
@@ -239,7 +293,8 @@ class LeanDispatch:
             return
         await _send_bytes(send, 200, [_JSON_HEADER, (_RID, rid.encode())], payload, head_only)
 
-    async def _read_body(self, receive: Receive, head: _RequestHead) -> bytes:
+    async def _read_body(self, receive: Receive, head: _RequestHead, stream: BodyStream | None) -> bytes:
+        """The whole body; each chunk also goes to `stream` (parsing while the rest arrives)."""
         if head.content_length is not None and head.content_length > self.max_body:
             raise self._too_large()
         message = await receive()
@@ -247,7 +302,11 @@ class LeanDispatch:
         if not message.get("more_body", False):
             if len(body) > self.max_body:
                 raise self._too_large()
+            if stream is not None:
+                stream.feed(body)
             return body
+        if stream is not None:
+            stream.feed(body)
         chunks = [body]
         size = len(body)
         try:
@@ -261,6 +320,8 @@ class LeanDispatch:
                     if size > self.max_body:
                         raise self._too_large()
                     chunks.append(chunk)
+                    if stream is not None:
+                        stream.feed(chunk)
         except TimeoutError:
             raise HTTPError(
                 408, f"the request body did not arrive within {self.body_timeout:g} s; send it faster"
@@ -344,11 +405,18 @@ class LeanDispatch:
         if method in theirs:
             await self.fallback(scope, receive, send)
             return
-        allowed = ours | theirs | ({"HEAD"} if "GET" in ours else set())
+        rid = _RequestHead(scope["headers"]).request_id
+        if WEBSOCKET in ours and method in ("GET", "HEAD"):
+            await send_problem(send, _upgrade_required(path), rid, head_only=method == "HEAD")
+            return
+        http = {"GET" if m == WEBSOCKET else m for m in ours}
+        allowed = http | theirs | ({"HEAD"} if "GET" in http else set())
         allow = ", ".join(sorted(allowed))
         detail = f"{method} is not allowed on {path}; allowed: {allow}"
+        if WEBSOCKET in ours:
+            detail += " (GET with Upgrade: websocket opens the WebSocket)"
         error = HTTPError(405, detail, headers={"Allow": allow})
-        await send_problem(send, error, _RequestHead(scope["headers"]).request_id)
+        await send_problem(send, error, rid)
 
     def _quart_methods(self, path: str) -> set[str]:
         adapter = self.app.url_map.bind("localhost")
@@ -359,6 +427,15 @@ class LeanDispatch:
         except (NotFound, RequestRedirect):
             return set()
         return set()
+
+
+def _upgrade_required(path: str) -> HTTPError:
+    return HTTPError(
+        426,
+        f"{path} is a WebSocket route; open a WebSocket (GET with Connection: Upgrade and "
+        "Upgrade: websocket), e.g. with EndpointClient.websocket()",
+        headers={"Upgrade": "websocket"},
+    )
 
 
 def install_dispatch(app: Quart, state: PodRouteState) -> LeanDispatch:

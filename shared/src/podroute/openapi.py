@@ -1,4 +1,11 @@
-"""OpenAPI 3.1 for an app, generated from the same pydantic models that bind requests."""
+"""OpenAPI 3.1 for an app, generated from the same pydantic models that bind requests.
+
+OpenAPI has no WebSocket object, so WebSocket routes are documented twice: as the `GET` that opens
+them (101, or 426 without the upgrade), which puts them in `/docs`' route list with their message
+types in the description, and in a top-level `x-websockets` extension mapping each path to its
+operationId, the JSON Schemas of the messages it receives and sends, the message size limit and the
+close codes it uses.
+"""
 
 from __future__ import annotations
 
@@ -49,6 +56,7 @@ def _problem_responses(codes: list[int]) -> dict[str, Any]:
         404: "No such route or function",
         413: "The body is larger than the limit",
         422: "The request does not match the parameters; `errors` lists each field",
+        426: "A WebSocket route asked for without the WebSocket upgrade",
         500: "Internal error; the detail carries a request id for the logs",
         503: "The worker is still starting or failed to start",
     }
@@ -144,6 +152,74 @@ def _operation(bound: BoundRoute, schemas: _Schemas, operation_id: str) -> dict[
     return operation
 
 
+_CLOSE_CODES = {
+    "1000": "the route returned",
+    "1001": "the worker is going away (drained by the runtime's gateway); reconnect",
+    "1003": "a text message where binary is expected, or the reverse",
+    "1008": "a message did not validate, or the route raised ValueError; the reason says why",
+    "1009": "a message is larger than the limit",
+    "1011": "an internal error; the reason carries a request id for the logs",
+}
+
+
+def _message_schema(message_type: Any, schemas: _Schemas, mode: str) -> dict[str, Any]:
+    if message_type is Any:
+        return {"description": "text, bytes, or any JSON value"}
+    if message_type is str:
+        return {"type": "string", "description": "a text message"}
+    if message_type is bytes:
+        return {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "a binary message",
+        }
+    if message_type == str | bytes:
+        return {"description": "a text or binary message, as sent"}
+    return schemas.of(message_type, mode=mode)
+
+
+def _socket_contract(bound: BoundRoute, schemas: _Schemas, max_message_bytes: int) -> dict[str, Any]:
+    codec = bound.binder.codec
+    assert codec is not None
+    return {
+        "receive": _message_schema(codec.receive_type, schemas, "validation"),
+        "send": _message_schema(codec.send_type, schemas, "serialization"),
+        "maxMessageBytes": max_message_bytes,
+        "closeCodes": _CLOSE_CODES,
+    }
+
+
+def _describe_message(schema: dict[str, Any]) -> str:
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        return f"JSON `{ref.rsplit('/', 1)[-1]}` (see Schemas)"
+    return str(schema.get("description", "JSON"))
+
+
+def _socket_operation(
+    bound: BoundRoute, schemas: _Schemas, operation_id: str, contract: dict[str, Any]
+) -> dict[str, Any]:
+    summary, description = _docstring_parts(bound.route.function)
+    messages = (
+        f"**WebSocket route**: open it with `GET` + `Upgrade: websocket` (a plain GET is answered "
+        f"426). It receives {_describe_message(contract['receive'])} and sends "
+        f"{_describe_message(contract['send'])}; messages up to {contract['maxMessageBytes']} bytes. "
+        "Close codes: " + "; ".join(f"{code} {why}" for code, why in contract["closeCodes"].items()) + "."
+    )
+    return {
+        "operationId": operation_id,
+        "summary": summary or bound.route.name.replace("_", " "),
+        "description": f"{description}\n\n{messages}" if description else messages,
+        "tags": [bound.mount.tag or bound.mount.resource.name],
+        "parameters": _parameters(bound, schemas),
+        "responses": {
+            "101": {"description": "Switching Protocols: the WebSocket is open"},
+            **_problem_responses([422, 426, 503]),
+        },
+        "x-websocket": contract,
+    }
+
+
 def _operation_ids(routes: list[BoundRoute]) -> list[str]:
     counts = Counter(b.route.name for b in routes)
     return [
@@ -214,12 +290,25 @@ def build_openapi(state: PodRouteState) -> dict[str, Any]:
     """The OpenAPI 3.1 document of an app built by `create_app`."""
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
-    for bound, operation_id in zip(state.routes, _operation_ids(state.routes), strict=True):
-        operation = _operation(bound, schemas, operation_id)
-        paths.setdefault(bound.full_path, {})[bound.route.method.lower()] = operation
+    sockets: dict[str, dict[str, Any]] = {}
+    ids = _operation_ids(state.routes)
+    for bound, operation_id in zip(state.routes, ids, strict=True):
+        if not bound.route.is_websocket:
+            operation = _operation(bound, schemas, operation_id)
+            paths.setdefault(bound.full_path, {})[bound.route.method.lower()] = operation
+    for bound, operation_id in zip(state.routes, ids, strict=True):
+        if bound.route.is_websocket:
+            contract = _socket_contract(bound, schemas, state.settings.max_message_bytes)
+            operation = _socket_operation(bound, schemas, operation_id, contract)
+            sockets[bound.full_path] = {
+                "operationId": operation_id,
+                "summary": operation["summary"],
+                **contract,
+            }
+            paths.setdefault(bound.full_path, {}).setdefault("get", operation)
     for mount in state.mounts:
         if mount.resource.live:
-            names = [b.route.name for b in state.routes if b.mount is mount]
+            names = [b.route.name for b in state.routes if b.mount is mount and not b.route.is_websocket]
             tag = mount.tag or mount.resource.name
             paths[f"{mount.prefix}/execute"] = _execute_operation(mount.prefix, tag, names)
     paths[state.settings.health_path] = _health_operation(state.settings.health_path)
@@ -227,10 +316,13 @@ def build_openapi(state: PodRouteState) -> dict[str, Any]:
         {"name": m.tag or m.resource.name, "description": f"{m.resource.kind} resource {m.resource.name!r}"}
         for m in state.mounts
     ]
-    return {
+    document: dict[str, Any] = {
         "openapi": OPENAPI_VERSION,
         "info": {"title": state.settings.title, "version": "1.0.0"},
         "tags": tags,
         "paths": paths,
         "components": {"schemas": schemas.components},
     }
+    if sockets:
+        document["x-websockets"] = sockets
+    return document

@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 from podroute.resources import Resource
 
 HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
-RESERVED_PATHS = ("/ping", "/execute")
+WEBSOCKET = "WEBSOCKET"
+"""The method of a WebSocket route: `@remote(api, method="WEBSOCKET", path="/chat")`."""
+RESERVED_PATHS = ("/ping", "/execute", "/_runpod/sync")
 PATH_PARAM_PATTERN = re.compile(r"\{([^{}]*)\}")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_CHARS = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/{}-]*$")
@@ -40,7 +42,7 @@ class RouteDeclarationError(ValueError):
 
 @dataclass(frozen=True)
 class Route:
-    """One HTTP route: a function served at (method, path) on a resource."""
+    """One route: a function served at (method, path) on a resource (method WEBSOCKET: a socket)."""
 
     resource: Resource
     method: str
@@ -52,6 +54,11 @@ class Route:
     def name(self) -> str:
         """The function's name; also the route's OpenAPI operationId and `/execute` name."""
         return self.function.__name__
+
+    @property
+    def is_websocket(self) -> bool:
+        """Whether this is a WebSocket route."""
+        return self.method == WEBSOCKET
 
     @property
     def path_params(self) -> tuple[str, ...]:
@@ -134,6 +141,8 @@ class Registry:
             if not callable(function):
                 raise TypeError(f"@remote decorates functions, got {type(function).__name__}")
             normalized_method = _check_method(name, method)
+            if normalized_method == WEBSOCKET:
+                _check_socket_function(name, function)
             _check_path(name, path)
             _check_path_params(function, path)
             route = Route(resource, normalized_method, path, function, deps)
@@ -166,11 +175,20 @@ class Registry:
 
 
 def _check_method(name: str, method: object) -> str:
-    if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
+    if not isinstance(method, str) or method.upper() not in (*HTTP_METHODS, WEBSOCKET):
         raise RouteDeclarationError(
-            f"{name}: method {method!r} is not supported; use one of {', '.join(HTTP_METHODS)}"
+            f"{name}: method {method!r} is not supported; use one of {', '.join(HTTP_METHODS)} "
+            f"or {WEBSOCKET} for a WebSocket route"
         )
     return method.upper()
+
+
+def _check_socket_function(name: str, function: Callable[..., Any]) -> None:
+    if not inspect.iscoroutinefunction(function):
+        raise RouteDeclarationError(
+            f"{name}: a WebSocket route must be an 'async def' function that takes a "
+            "WebSocket parameter and returns when the conversation is over"
+        )
 
 
 def _check_path(name: str, path: object) -> None:

@@ -36,9 +36,13 @@ from podroute.catalog import (
     GPU_POOLS,
     GPU_TYPES,
 )
+from podroute.secrets import with_secret_references
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
 _ENV_KEY_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_MOUNT_PATH_PATTERN = re.compile(r"^/[A-Za-z0-9._/-]+$")
+DEFAULT_VOLUME_MOUNT_PATH = "/runpod-volume"
+"""Where RunPod serverless workers see their network volume."""
 
 ComputeKind = Literal["gpu", "cpu"]
 
@@ -102,13 +106,20 @@ class _LoadBalancerBase(BaseModel):
         default="REQUEST_COUNT", description="Load balancers scale by REQUEST_COUNT only."
     )
     scalerValue: int = Field(default=4, description="Requests in flight per worker before scaling.")
-    env: dict[str, str] = Field(default_factory=dict, description="Environment of each worker.")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Environment of each worker; a value may be Secret('name'), a platform secret.",
+    )
     executionTimeoutMs: int = Field(default=0, description="Per-request limit in ms; 0 = none.")
     flashboot: bool = Field(default=True, description="Keep a snapshot for faster cold starts.")
     locations: list[str] = Field(
         default_factory=list, description="Data center ids; empty means anywhere allowed."
     )
     networkVolumeId: str = Field(default="", description="Network volume to mount; '' = none.")
+    volumeMountPath: str = Field(
+        default=DEFAULT_VOLUME_MOUNT_PATH,
+        description="Where workers see the network volume (RunPod serverless: /runpod-volume).",
+    )
 
     def __init__(self, **data: Any) -> None:
         try:
@@ -175,7 +186,16 @@ class _LoadBalancerBase(BaseModel):
                 f"invalid variable name(s) {', '.join(map(repr, bad))}: use letters, digits and "
                 "'_', not starting with a digit"
             )
-        return value
+        return with_secret_references(value)
+
+    @field_validator("volumeMountPath")
+    @classmethod
+    def _check_volume_mount_path(cls, value: str) -> str:
+        if not _MOUNT_PATH_PATTERN.match(value) or "/../" in f"{value}/" or value.rstrip("/") == "":
+            raise ValueError(
+                f"{value!r} is not an absolute folder path below '/': use e.g. '{DEFAULT_VOLUME_MOUNT_PATH}'"
+            )
+        return value.rstrip("/")
 
     @field_validator("locations", mode="before")
     @classmethod

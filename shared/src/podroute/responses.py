@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from quart import Response
 
 from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError, problem_body
+from podroute.sse import ERROR_EVENT, ServerSentEvent, encode_event
 
 JSON_CONTENT_TYPE = "application/json"
 _ORJSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -62,25 +63,31 @@ def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] 
     return response
 
 
-def _sse_event(data: bytes, event: str | None = None) -> bytes:
-    prefix = f"event: {event}\n".encode() if event else b""
-    return prefix + b"data: " + data + b"\n\n"
+def _frame(item: Any) -> bytes:
+    if isinstance(item, ServerSentEvent):
+        return encode_event(_data_of(item.data), item.event, item.id, item.retry_ms)
+    return encode_event(_data_of(item))
+
+
+def _data_of(value: Any) -> bytes:
+    return value.encode() if isinstance(value, str) else encode_json(value)
 
 
 async def sse_frames(stream: AsyncIterator[Any], request_id: str) -> AsyncIterator[bytes]:
-    """Server-Sent Events frames (`data: <json>`) for an async generator's items.
+    """Server-Sent Events frames (`data: <json>`, or `ServerSentEvent`s) for an async generator's items.
 
     An error raised mid-stream is sent as a final `event: error` carrying a problem object, since
-    the 200 status has already gone out.
+    the 200 status has already gone out: `HTTPError` with its status, `ValueError` as 400 with its
+    message, anything else as a generic 500 naming the request id (the traceback goes to the log).
     """
     try:
         async for item in stream:
-            yield _sse_event(item.encode() if isinstance(item, str) else encode_json(item))
+            yield _frame(item)
     except HTTPError as error:
-        yield _sse_event(orjson.dumps(error.to_problem(request_id)), "error")
+        yield encode_event(orjson.dumps(error.to_problem(request_id)), ERROR_EVENT)
     except ValueError as error:
-        yield _sse_event(orjson.dumps(problem_body(400, str(error), request_id)), "error")
+        yield encode_event(orjson.dumps(problem_body(400, str(error), request_id)), ERROR_EVENT)
     except Exception:
         logger.exception("stream failed", extra={"request_id": request_id})
         detail = f"the stream failed on the server; quote request id {request_id} when reporting it"
-        yield _sse_event(orjson.dumps(problem_body(500, detail, request_id)), "error")
+        yield encode_event(orjson.dumps(problem_body(500, detail, request_id)), ERROR_EVENT)

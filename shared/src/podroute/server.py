@@ -1,5 +1,9 @@
 """Running an app: Hypercorn (with uvloop), uvicorn (httptools + uvloop) or granian.
 
+WebSocket routes work on all three (uvicorn through the `websockets` package, Hypercorn and
+Granian natively); uvicorn and Hypercorn also stop a WebSocket message over the app's limit as it
+arrives, while Granian hands it whole to the app, which then closes the socket with 1009.
+
 `podroute serve` defaults to `DEFAULT_WORKER_SERVER` (uvicorn, the bench's pick); the dev server,
 the dashboard and the runtime run on Hypercorn. Binds `PORT` and, when it differs, `PORT_HEALTH`
 (RunPod's worker contract); SIGTERM and SIGINT shut down gracefully: the listener closes and
@@ -27,7 +31,8 @@ from quart import Quart
 
 from podroute.logs import AccessLog, access_log_enabled
 from podroute.serving import ServingGuard
-from podroute.settings import ServerSettings
+from podroute.settings import DEFAULT_MAX_MESSAGE_BYTES, ServerSettings
+from podroute.state import PodRouteState
 
 SERVERS = ("hypercorn", "uvicorn", "granian")
 DEFAULT_WORKER_SERVER = "uvicorn"
@@ -100,11 +105,12 @@ def free_descriptors_on_close() -> None:
     TCPServer._podroute_closes_at_eof = True  # type: ignore[attr-defined]
 
 
-def hypercorn_config(settings: ServerSettings) -> Any:
+def hypercorn_config(settings: ServerSettings, max_message_bytes: int | None = None) -> Any:
     """Hypercorn's `Config` for `settings`: binds, timeouts, head size, graceful drain.
 
     Shared by every Hypercorn that podroute runs (dev server, runtime gateway, workers on
     `--server hypercorn`). The access log is `podroute.serving`'s, so Hypercorn's own is off.
+    `max_message_bytes` bounds a WebSocket message as it arrives (Hypercorn's 16 MiB if None).
     """
     from hypercorn.config import Config
 
@@ -118,13 +124,27 @@ def hypercorn_config(settings: ServerSettings) -> Any:
     config.h2_max_inbound_frame_size = max(16384, min(settings.max_header_bytes, 2**24 - 1))
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
+    if max_message_bytes is not None:
+        config.websocket_max_message_size = max_message_bytes
     return config
+
+
+def message_limit(app: Quart) -> int:
+    """The largest WebSocket message `app` accepts: its podroute setting, else the default.
+
+    Servers get it as their own limit, so an oversize message is refused (1009) as it arrives,
+    never buffered whole.
+    """
+    state = app.extensions.get("podroute")
+    if isinstance(state, PodRouteState):
+        return state.settings.max_message_bytes
+    return DEFAULT_MAX_MESSAGE_BYTES
 
 
 def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any, None]:
     from hypercorn.asyncio import serve
 
-    config = hypercorn_config(settings)
+    config = hypercorn_config(settings, message_limit(app))
 
     async def main() -> None:
         stop = shutdown_event()
@@ -172,6 +192,8 @@ def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
         app,
         loop="uvloop" if install_uvloop() else "asyncio",
         http=limited_httptools_protocol(settings),
+        ws="websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
+        ws_max_size=message_limit(app),
         lifespan="on",
         log_config=None,
         access_log=False,

@@ -3,9 +3,13 @@
 `ServingGuard` is ASGI middleware that `run_app` puts around any app it serves (a worker, the dev
 server, the runtime's gateway): it answers 414 for a request target longer than
 `max_url_bytes` and 431 for more than `max_header_count` header fields, the same on every server,
-and writes the access log (`podroute.logs.AccessLog`). The total size of the request head is
-bounded earlier, while the server parses it: Hypercorn and Granian by their own settings, uvicorn
-by `podroute.uvicorn_server`, so a huge header never reaches memory in full.
+and writes the access log (`podroute.logs.AccessLog`). An answer sent before the request body was
+read in full (413, 408, an early error) says `Connection: close`: the server closes such a
+connection rather than read the rest, and a client must not send its next request on it.
+
+The total size of the request head is bounded earlier, while the server parses it: Hypercorn and
+Granian by their own settings, uvicorn by `podroute.uvicorn_server`, so a huge header never
+reaches memory in full.
 """
 
 from __future__ import annotations
@@ -19,6 +23,18 @@ from podroute.errors import HTTPError
 from podroute.logs import AccessLog
 from podroute.settings import ServerSettings
 
+_CLOSE = (b"connection", b"close")
+
+
+def _expects_body(scope: Scope) -> bool:
+    """Whether the request announces a body (a non-zero Content-Length, or chunked)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return bool(value != b"0")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
 
 def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
@@ -28,7 +44,7 @@ def _request_id(scope: Scope) -> str:
 
 
 class ServingGuard:
-    """ASGI middleware: URL length and header count limits, then the access log."""
+    """ASGI middleware: URL and header limits, `Connection: close` after an unread body, access log."""
 
     def __init__(self, app: ASGIApp, settings: ServerSettings, access_log: AccessLog | None) -> None:
         self.app = app
@@ -48,33 +64,44 @@ class ServingGuard:
         if error is not None:
             await send_problem(send, error, _request_id(scope), extra={"Connection": "close"})
             return
-        if self.log is None:
+        unread = _expects_body(scope)
+        if self.log is None and not unread:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
         answer = [0, 0]  # status, body bytes
+        body_left = [unread]  # whether request body bytes may still be on the wire
 
-        async def logged_send(message: Message) -> None:
+        async def tracked_receive() -> Message:
+            message = await receive()
+            if not message.get("more_body", False):
+                body_left[0] = False
+            return message
+
+        async def tracked_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 answer[0] = message["status"]
+                if body_left[0]:
+                    message = {**message, "headers": [*message.get("headers", ()), _CLOSE]}
             elif message["type"] == "http.response.body":
                 answer[1] += len(message.get("body", b""))
             await send(message)
 
         try:
-            await self.app(scope, receive, logged_send)
+            await self.app(scope, tracked_receive if unread else receive, tracked_send)
         finally:
-            client = scope.get("client")
-            target = scope["path"] + (
-                "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-            )
-            self.log.record(
-                f"{client[0]}:{client[1]}" if client else "-",
-                f"{scope['method']} {target} HTTP/{scope['http_version']}",
-                answer[0],
-                answer[1],
-                time.perf_counter() - started,
-            )
+            if self.log is not None:
+                client = scope.get("client")
+                target = scope["path"] + (
+                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
+                )
+                self.log.record(
+                    f"{client[0]}:{client[1]}" if client else "-",
+                    f"{scope['method']} {target} HTTP/{scope['http_version']}",
+                    answer[0],
+                    answer[1],
+                    time.perf_counter() - started,
+                )
 
     def _check(self, scope: Scope) -> HTTPError | None:
         target = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])

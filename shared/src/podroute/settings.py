@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 DEFAULT_MAX_BODY_BYTES = 30 * 1024 * 1024
 """RunPod's load balancer limit: 30 MB."""
+DEFAULT_MAX_MESSAGE_BYTES = 1024 * 1024
+"""The largest WebSocket message a route accepts by default: 1 MiB (closed with 1009 beyond)."""
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
@@ -116,6 +118,8 @@ class AppSettings:
     title: str = "PodRoute API"
     body_timeout: float = 60.0
     """Seconds a request body may take to arrive in full (408 after)."""
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    """The largest WebSocket message a route accepts (the socket is closed with 1009 beyond)."""
 
     def __post_init__(self) -> None:
         if not self.health_path.startswith("/"):
@@ -123,10 +127,14 @@ class AppSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AppSettings:
-        """Read `PODROUTE_MAX_BODY_BYTES`, `HEALTH_CHECK_PATH` and `PODROUTE_BODY_TIMEOUT`."""
+        """Read `PODROUTE_MAX_BODY_BYTES`, `HEALTH_CHECK_PATH`, `PODROUTE_BODY_TIMEOUT` and
+        `PODROUTE_WS_MAX_MESSAGE_BYTES`."""
         env = os.environ if environ is None else environ
         return cls(
             max_body_bytes=read_int(env, "PODROUTE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            max_message_bytes=read_int(
+                env, "PODROUTE_WS_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1
+            ),
             health_path=read_text(env, "HEALTH_CHECK_PATH", "/ping"),
             body_timeout=read_seconds(env, "PODROUTE_BODY_TIMEOUT", 60.0),
         )

@@ -35,6 +35,8 @@ class StartupState:
     error: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready_after_s: float | None = None
+    results: list[Any] = field(default_factory=list)
+    """What each hook returned, in hook order (filled as they finish); `Startup[T]` reads it."""
 
     def __post_init__(self) -> None:
         if not self.hooks:
@@ -44,12 +46,18 @@ class StartupState:
 
 @dataclass(frozen=True)
 class BoundRoute:
-    """A route as served: its mount, full path and binder."""
+    """A route as served: its mount, full path, binder, and the startup values it takes."""
 
     route: Route
     mount: Mount
     binder: Binder
     state: StartupState
+    startup_args: tuple[tuple[str, int], ...] = ()
+    """(parameter, hook index) for each `Startup[T]` parameter."""
+
+    def startup_kwargs(self) -> dict[str, Any]:
+        """The `Startup[T]` arguments, once the hooks have run."""
+        return {name: self.state.results[index] for name, index in self.startup_args}
 
     @property
     def full_path(self) -> str:

@@ -42,7 +42,7 @@ def test_check_then_migrate_then_check(tmp_path):
     assert dashboard(tmp_path, "migrate").returncode == 0
     assert (tmp_path / "dashboard.sqlite3").is_file()
     ok = dashboard(tmp_path, "check")
-    assert ok.returncode == 0 and "newest migration 0006_dashsec" in ok.stdout
+    assert ok.returncode == 0 and "newest migration 0007_secretsport" in ok.stdout
 
 
 def test_create_user_and_its_refusals(tmp_path):

@@ -7,43 +7,41 @@ request machinery for every route), by running this module as a script:
 
 It holds, for a broad set of requests (every route shape, every error status, SSE, oversize
 bodies, unknown query keys, reserved paths, wrong methods, bad JSON), the status, the headers that
-matter and the body, with request ids normalised. The test replays the same requests through real
-Hypercorn on a loopback port and asserts the same answers. `INTENDED_CHANGES` lists the only
-answers that changed on purpose, with the issue that asked for it.
+matter and the body, with request ids normalised. The test replays the same requests and asserts
+the same answers: the worker shapes (`tests.support.golden_service`) through `podroute serve` on
+each server it runs (Hypercorn, uvicorn, Granian), and the prefixed app, a `podroute dev` shape
+(mounts plus plain Quart routes) that only the dev server builds, through real Hypercorn, the dev
+server's only server. `INTENDED_CHANGES` lists the only answers that changed on purpose, with the
+issue that asked for it. Cases added later (after a comment naming their issue) were recorded when
+their feature landed; no earlier answer was re-recorded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import json
 import re
 import sys
+import tempfile
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from pydantic import BaseModel
-from quart import Quart, Request, Response
-from typing_extensions import TypedDict
+import pytest
+from quart import Quart
 
 from podroute import (
-    AppSettings,
     CpuLiveLoadBalancer,
     CpuLoadBalancerSlsResource,
-    HTTPError,
     Mount,
     Registry,
-    accepts,
     create_app,
-    on_startup,
-    remote,
     use_registry,
 )
-from tests.helpers import hypercorn_server
+from tests.helpers import WORKER_SERVERS, hypercorn_server, worker_process
+from tests.support.golden_routes import declare_routes
+from tests.support.startup import RELEASE_FILE_ENV
 
 GOLDEN = Path(__file__).with_name("golden_dispatch.json")
 HEADERS_THAT_MATTER = (
@@ -72,108 +70,6 @@ INTENDED_CHANGES: dict[str, dict[str, Any]] = {
         "request_id": "generated",
     },
 }
-
-
-class Item(BaseModel):
-    name: str
-    qty: int = 1
-
-
-@dataclasses.dataclass
-class Point:
-    x: float
-    y: float
-
-
-class Tag(TypedDict):
-    label: str
-
-
-def declare_routes(resource: CpuLiveLoadBalancer | CpuLoadBalancerSlsResource) -> None:
-    """Every route shape: query, path, body fields, whole-body types, request, decoder, SSE, sync."""
-
-    @remote(resource, method="GET", path="/users")
-    async def list_users(limit: int = 10, tags: list[str] | None = None) -> dict[str, Any]:
-        return {"users": [], "limit": limit, "tags": tags}
-
-    @remote(resource, method="POST", path="/users")
-    async def create_user(name: str, age: int = 30) -> dict[str, Any]:
-        return {"name": name, "age": age}
-
-    @remote(resource, method="DELETE", path="/users/{user_id}")
-    async def delete_user(user_id: int, hard: bool = False) -> dict[str, Any]:
-        return {"deleted": user_id, "hard": hard}
-
-    @remote(resource, method="PUT", path="/users/{user_id}/name/{first}")
-    async def rename_user(user_id: int, first: str, last: str = "") -> dict[str, Any]:
-        return {"user_id": user_id, "first": first, "last": last}
-
-    @remote(resource, method="POST", path="/check")
-    async def check(text: str) -> dict[str, Any]:
-        if not text.strip():
-            raise ValueError("text must not be empty")
-        return {"ok": True}
-
-    @remote(resource, method="GET", path="/crash")
-    async def crash() -> dict[str, Any]:
-        raise RuntimeError("database password is hunter2")
-
-    @remote(resource, method="GET", path="/teapot")
-    async def teapot() -> None:
-        raise HTTPError(418, "I only brew tea", headers={"Retry-After": "7"})
-
-    @remote(resource, method="GET", path="/events")
-    async def events(count: int = 3) -> AsyncIterator[dict[str, int]]:
-        for index in range(count):
-            await asyncio.sleep(0.001)
-            yield {"index": index}
-
-    @remote(resource, method="GET", path="/broken-stream")
-    async def broken_stream() -> AsyncIterator[dict[str, int]]:
-        yield {"index": 0}
-        raise ValueError("ran out of input")
-
-    @remote(resource, method="GET", path="/crashing-stream")
-    async def crashing_stream() -> AsyncIterator[str]:
-        yield "first"
-        raise RuntimeError("secret stream failure")
-
-    @remote(resource, method="POST", path="/created")
-    async def created(name: str) -> Response:
-        return Response(f"made {name}", status=201, content_type="text/plain", headers={"Location": "/x/1"})
-
-    @remote(resource, method="GET", path="/thread")
-    def which_thread() -> dict[str, bool]:
-        return {"main": threading.current_thread() is threading.main_thread()}
-
-    @remote(resource, method="POST", path="/items")
-    async def add_item(item: Item) -> Item:
-        return item
-
-    @remote(resource, method="PATCH", path="/points")
-    async def move(point: Point) -> Point:
-        return point
-
-    @remote(resource, method="POST", path="/tags")
-    async def add_tag(tag: Tag) -> Tag:
-        return tag
-
-    @remote(resource, method="GET", path="/whoami")
-    async def whoami(request: Request) -> dict[str, Any]:
-        return {"agent": request.headers.get("User-Agent"), "path": request.path}
-
-    def decode_csv(raw: bytes, request: Request) -> dict[str, Any]:
-        """Comma-separated integers."""
-        return {"values": [int(v) for v in raw.decode().split(",")]}
-
-    @remote(resource, method="POST", path="/sum")
-    @accepts("text/csv", decode_csv)
-    async def total(values: list[int]) -> int:
-        return sum(values)
-
-    @remote(resource, method="GET", path="/none")
-    async def nothing() -> None:
-        return None
 
 
 def _chunks(size: int) -> Iterator[bytes]:
@@ -266,6 +162,10 @@ MAIN_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("GET 404 request id echoed", "GET", "/nothing", {"headers": {"X-Request-ID": "trace-9"}}),
     ("POST 422 request id echoed", "POST", "/users", {"json": {}, "headers": {"X-Request-ID": "trace-10"}}),
     ("GET /docs", "GET", "/docs", {}),
+    # added with WebSocket routes (issue #13): the HTTP side of a WebSocket path
+    ("GET /socket without the upgrade", "GET", "/socket", {}),
+    ("HEAD /socket without the upgrade", "HEAD", "/socket", {}),
+    ("POST /socket wrong method", "POST", "/socket", {"json": {}}),
 ]
 
 PREFIXED_REQUESTS: list[tuple[str, str, str, dict[str, Any]]] = [
@@ -329,10 +229,7 @@ def _collect(base: str, requests: list[tuple[str, str, str, dict[str, Any]]]) ->
     return answers
 
 
-def _main_app(registry: Registry) -> Quart:
-    live = CpuLiveLoadBalancer(name="golden")
-    declare_routes(live)
-    return create_app(live, registry=registry, settings=AppSettings(max_body_bytes=4096))
+SERVICE = "tests.support.golden_service"
 
 
 def _prefixed_app(registry: Registry) -> Quart:
@@ -355,56 +252,61 @@ def _prefixed_app(registry: Registry) -> Quart:
     return app
 
 
-def _gated_app(registry: Registry, release: threading.Event, fail: bool) -> Quart:
-    live = CpuLiveLoadBalancer(name="gated")
-
-    @on_startup(live)
-    def load_model() -> None:
-        release.wait(10)
-        if fail:
-            raise FileNotFoundError("weights.bin")
-
-    declare_routes(live)
-    return create_app(live, registry=registry, settings=AppSettings())
-
-
-@contextlib.contextmanager
-def _served(app: Quart) -> Iterator[str]:
-    with hypercorn_server(app) as base:
-        yield base
-
-
-def collect_all() -> dict[str, Any]:
-    """Every golden request's normalised answer, from fresh apps on real Hypercorn."""
+def collect_worker_answers(server: str) -> dict[str, Any]:
+    """The answers of the worker shapes, from fresh `podroute serve` processes on `server`."""
     answers: dict[str, Any] = {}
-    with use_registry(Registry()) as registry, _served(_main_app(registry)) as base:
-        answers.update(_collect(base, MAIN_REQUESTS))
-    with use_registry(Registry()) as registry, _served(_prefixed_app(registry)) as base:
-        answers.update(_collect(base, PREFIXED_REQUESTS))
-    release = threading.Event()
-    with use_registry(Registry()) as registry, _served(_gated_app(registry, release, fail=False)) as base:
-        answers.update(_collect(base, STARTING_REQUESTS))
-        release.set()
-    failed = threading.Event()
-    failed.set()
-    with use_registry(Registry()) as registry, _served(_gated_app(registry, failed, fail=True)) as base:
+    with worker_process(f"{SERVICE}:golden", server, {"PODROUTE_MAX_BODY_BYTES": "4096"}) as worker:
+        answers.update(_collect(worker.url, MAIN_REQUESTS))
+    with tempfile.TemporaryDirectory() as folder:
+        release = Path(folder) / "release"
+        env = {RELEASE_FILE_ENV: str(release)}
+        with worker_process(f"{SERVICE}:gated", server, env, ready=(204,)) as worker:
+            answers.update(_collect(worker.url, STARTING_REQUESTS))
+            release.touch()
+    with worker_process(f"{SERVICE}:broken", server, ready=(204, 503)) as worker:
         for _ in range(200):
-            if httpx.get(f"{base}/ping").status_code != 204:
+            if httpx.get(f"{worker.url}/ping").status_code != 204:
                 break
             threading.Event().wait(0.02)
-        answers.update(_collect(base, FAILED_REQUESTS))
+        answers.update(_collect(worker.url, FAILED_REQUESTS))
     return answers
 
 
-def test_lean_path_gives_the_recorded_answers() -> None:
+def collect_prefixed_answers() -> dict[str, Any]:
+    """The answers of the prefixed dev-shaped app, on real Hypercorn in a thread."""
+    with use_registry(Registry()) as registry, hypercorn_server(_prefixed_app(registry)) as base:
+        return _collect(base, PREFIXED_REQUESTS)
+
+
+def _expected(requests: list[tuple[str, str, str, dict[str, Any]]]) -> dict[str, Any]:
     golden: dict[str, Any] = json.loads(GOLDEN.read_text())
-    expected = {**golden, **INTENDED_CHANGES}
-    answers = collect_all()
+    recorded = {**golden, **INTENDED_CHANGES}
+    return {name: recorded[name] for name, _, _, _ in requests}
+
+
+def _assert_same(answers: dict[str, Any], expected: dict[str, Any]) -> None:
     assert set(answers) == set(expected)
     mismatches = {
         name: (answers[name], expected[name]) for name in expected if answers[name] != expected[name]
     }
     assert not mismatches, json.dumps(mismatches, indent=1)
+
+
+@pytest.mark.parametrize("server", WORKER_SERVERS)
+def test_lean_path_gives_the_recorded_answers(server: str) -> None:
+    expected = _expected(MAIN_REQUESTS + STARTING_REQUESTS + FAILED_REQUESTS)
+    _assert_same(collect_worker_answers(server), expected)
+
+
+def test_prefixed_app_gives_the_recorded_answers() -> None:
+    _assert_same(collect_prefixed_answers(), _expected(PREFIXED_REQUESTS))
+
+
+def test_the_recording_covers_every_request_once() -> None:
+    golden: dict[str, Any] = json.loads(GOLDEN.read_text())
+    requests = MAIN_REQUESTS + PREFIXED_REQUESTS + STARTING_REQUESTS + FAILED_REQUESTS
+    names = [name for name, _, _, _ in requests]
+    assert len(names) == len(set(names)) and set(names) == set(golden)
 
 
 def test_intended_changes_differ_from_the_recording() -> None:
@@ -414,5 +316,6 @@ def test_intended_changes_differ_from_the_recording() -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["record"]:
-    GOLDEN.write_text(json.dumps(collect_all(), indent=1, sort_keys=True) + "\n")
+    recording = {**collect_worker_answers("hypercorn"), **collect_prefixed_answers()}
+    GOLDEN.write_text(json.dumps(recording, indent=1, sort_keys=True) + "\n")
     print(f"wrote {GOLDEN}")

@@ -86,11 +86,11 @@ def test_worker_connect_error_is_502_and_leaks_nothing(lab: tuple[Runtime, dict[
             assert answer.json() == {"error": "worker connection failed; retry the request"}
             break
     assert 502 in statuses, statuses
-    failures = runtime.provider().status(entry["id"]).status["failures"]
+    failures = runtime.provider().status(entry["id"]).details["failures"]
     wait_for(
         lambda: any(
             f["worker"] == victim["id"] and "connection failed" in (f["reason"] or "")
-            for f in runtime.provider().status(entry["id"]).status["failures"]
+            for f in runtime.provider().status(entry["id"]).details["failures"]
         ),
         10,
         f"the failed worker recorded ({failures})",

@@ -1,88 +1,63 @@
-"""Every status of the HTTP contract, through a real Hypercorn server on a loopback port."""
+"""Every status of the HTTP contract, through `podroute serve` on each server it runs.
+
+The worker (`tests.support.contract_service`) runs as a real subprocess on a loopback port, on
+Hypercorn, uvicorn and Granian in turn, so every assertion below holds on each. The one thing a
+server cannot do is asserted as such: Granian binds a single port, so `PORT_HEALTH` on Granian is
+refused at start with a message naming the servers that can (`GRANIAN_HAS_ONE_PORT`).
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
+import os
+import subprocess
+import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from quart import Response
 
-from podroute import (
-    AppSettings,
-    CpuLiveLoadBalancer,
-    CpuLoadBalancerSlsResource,
-    HTTPError,
-    Registry,
-    create_app,
-    on_startup,
-    remote,
-)
-from tests.helpers import hypercorn_server
+from tests.helpers import REPO_ROOT, WORKER_SERVERS, Worker, free_port, worker_process
+from tests.support.startup import RELEASE_FILE_ENV
 
-live = CpuLiveLoadBalancer(name="contract")
+SERVICE = "tests.support.contract_service"
 PROBLEM = "application/problem+json"
+LIMITED = {"PODROUTE_MAX_BODY_BYTES": "4096"}
+GRANIAN_HAS_ONE_PORT = "granian binds one port; use --server hypercorn or uvicorn for PORT_HEALTH"
 
 
-def declare_routes(resource: CpuLiveLoadBalancer | CpuLoadBalancerSlsResource) -> None:
-    @remote(resource, method="GET", path="/users")
-    async def list_users(limit: int = 10) -> dict[str, Any]:
-        """List users."""
-        return {"users": [], "limit": limit}
+@pytest.fixture(scope="module", params=WORKER_SERVERS)
+def server(request: pytest.FixtureRequest) -> str:
+    """The name of the server `podroute serve --server` runs for this round of the suite."""
+    return str(request.param)
 
-    @remote(resource, method="POST", path="/users")
-    async def create_user(name: str, age: int = 30) -> dict[str, Any]:
-        return {"name": name, "age": age}
 
-    @remote(resource, method="DELETE", path="/users/{user_id}")
-    async def delete_user(user_id: int) -> dict[str, Any]:
-        return {"deleted": user_id}
-
-    @remote(resource, method="POST", path="/check")
-    async def check(text: str) -> dict[str, Any]:
-        if not text.strip():
-            raise ValueError("text must not be empty")
-        return {"ok": True}
-
-    @remote(resource, method="GET", path="/crash")
-    async def crash() -> dict[str, Any]:
-        raise RuntimeError("database password is hunter2")
-
-    @remote(resource, method="GET", path="/teapot")
-    async def teapot() -> None:
-        raise HTTPError(418, "I only brew tea")
-
-    @remote(resource, method="GET", path="/events")
-    async def events(count: int = 3) -> AsyncIterator[dict[str, int]]:
-        for index in range(count):
-            await asyncio.sleep(0.01)
-            yield {"index": index}
-
-    @remote(resource, method="GET", path="/broken-stream")
-    async def broken_stream() -> AsyncIterator[dict[str, int]]:
-        yield {"index": 0}
-        raise ValueError("ran out of input")
-
-    @remote(resource, method="POST", path="/created")
-    async def created(name: str) -> Response:
-        return Response(f"made {name}", status=201, content_type="text/plain", headers={"Location": "/x/1"})
-
-    @remote(resource, method="GET", path="/thread")
-    def which_thread() -> dict[str, bool]:
-        return {"main": threading.current_thread() is threading.main_thread()}
+@pytest.fixture(scope="module")
+def worker(server: str) -> Iterator[Worker]:
+    """The live contract service on `server`, shared by the tests that only send requests."""
+    with worker_process(f"{SERVICE}:live", server, LIMITED) as running:
+        yield running
 
 
 @pytest.fixture
-def base(registry: Registry) -> Iterator[str]:
-    declare_routes(live)
-    app = create_app(live, registry=registry, settings=AppSettings(max_body_bytes=4096))
-    with hypercorn_server(app) as url:
-        yield url
+def base(worker: Worker) -> str:
+    return worker.url
+
+
+def log_entries(worker: Worker, wanted: Any, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The worker's JSON log lines for which `wanted(entry)` holds, waiting until there is one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = worker.process.output_so_far().splitlines()
+        entries = [json.loads(line) for line in lines if line.startswith("{")]
+        found = [entry for entry in entries if wanted(entry)]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -127,6 +102,7 @@ def test_405_with_allow(base: str) -> None:
 def test_413_over_the_body_limit(base: str) -> None:
     response = httpx.post(f"{base}/users", content=b'{"name": "' + b"x" * 5000 + b'"}')
     assert "4096-byte limit" in assert_problem(response, 413)["detail"]
+    assert response.headers["connection"] == "close"
 
 
 def test_422_lists_fields(base: str) -> None:
@@ -140,15 +116,14 @@ def test_422_typed_path_parameter(base: str) -> None:
     assert httpx.delete(f"{base}/users/12").json() == {"deleted": 12}
 
 
-def test_500_is_generic_and_logged(base: str, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="podroute.app"):
-        response = httpx.get(f"{base}/crash")
+def test_500_is_generic_and_logged(worker: Worker) -> None:
+    response = httpx.get(f"{worker.url}/crash")
     body = assert_problem(response, 500)
     assert "hunter2" not in response.text
     assert body["request_id"] in body["detail"]
-    record = next(r for r in caplog.records if r.name == "podroute.app")
-    assert record.exc_info is not None and "hunter2" in str(record.exc_info[1])
-    assert getattr(record, "request_id", None) == body["request_id"]
+    records = log_entries(worker, lambda e: e["logger"] == "podroute.app" and e["level"] == "ERROR")
+    record = next(r for r in records if r.get("request_id") == body["request_id"])
+    assert "RuntimeError: database password is hunter2" in record["exc"]
 
 
 def test_http_error_from_route(base: str) -> None:
@@ -209,28 +184,22 @@ def test_execute_never_runs_caller_code(base: str) -> None:
     assert "available: " in body["detail"] and "create_user" in body["detail"]
 
 
-def test_deployed_resources_have_no_execute(registry: Registry) -> None:
-    deployed = CpuLoadBalancerSlsResource(name="deployed")
-    declare_routes(deployed)
-    with hypercorn_server(create_app(deployed, registry=registry, settings=AppSettings())) as url:
+def test_deployed_resources_have_no_execute(server: str) -> None:
+    with worker_process(f"{SERVICE}:deployed", server) as deployed:
+        url = deployed.url
         assert httpx.get(f"{url}/users").status_code == 200
         assert_problem(httpx.post(f"{url}/execute", json={"function": "list_users"}), 404)
         assert "/execute" not in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
-def test_ping_goes_204_then_200_after_a_slow_startup_hook(registry: Registry) -> None:
-    release = threading.Event()
-
-    @on_startup(live)
-    def load_model() -> None:
-        release.wait(10)
-
-    declare_routes(live)
-    with hypercorn_server(create_app(live, registry=registry, settings=AppSettings())) as url:
+def test_ping_goes_204_then_200_after_a_slow_startup_hook(server: str, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with worker_process(f"{SERVICE}:slow", server, {RELEASE_FILE_ENV: str(release)}, ready=(204,)) as slow:
+        url = slow.url
         assert httpx.get(f"{url}/ping").status_code == 204
         busy = httpx.get(f"{url}/users")
         assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-        release.set()
+        release.touch()
         for _ in range(100):
             if (ping := httpx.get(f"{url}/ping")).status_code == 200:
                 break
@@ -239,16 +208,9 @@ def test_ping_goes_204_then_200_after_a_slow_startup_hook(registry: Registry) ->
         assert httpx.get(f"{url}/users").status_code == 200
 
 
-def test_failing_startup_hook_makes_ping_503(registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
-    @on_startup(live)
-    async def load_model() -> None:
-        raise FileNotFoundError("weights.bin")
-
-    declare_routes(live)
-    with (
-        caplog.at_level(logging.ERROR),
-        hypercorn_server(create_app(live, registry=registry, settings=AppSettings())) as url,
-    ):
+def test_failing_startup_hook_makes_ping_503(server: str) -> None:
+    with worker_process(f"{SERVICE}:failing", server, ready=(204, 503)) as failing:
+        url = failing.url
         for _ in range(100):
             if (ping := httpx.get(f"{url}/ping")).status_code != 204:
                 break
@@ -256,15 +218,71 @@ def test_failing_startup_hook_makes_ping_503(registry: Registry, caplog: pytest.
         body = assert_problem(ping, 503)
         assert "load_model: weights.bin" in body["detail"]
         assert_problem(httpx.get(f"{url}/users"), 503)
-    assert any("startup hook load_model" in r.getMessage() for r in caplog.records)
+        assert log_entries(failing, lambda e: "startup hook load_model" in e["msg"])
 
 
-def test_health_check_path_is_configurable(registry: Registry) -> None:
-    declare_routes(live)
-    app = create_app(live, registry=registry, settings=AppSettings(health_path="/healthz"))
-    with hypercorn_server(app) as url:
-        assert httpx.get(f"{url}/healthz").status_code == 200
-        assert httpx.get(f"{url}/ping").status_code == 404
+def test_health_check_path_is_configurable(server: str) -> None:
+    with worker_process(f"{SERVICE}:live", server, {"HEALTH_CHECK_PATH": "/healthz"}) as custom:
+        assert httpx.get(f"{custom.url}/healthz").status_code == 200
+        assert httpx.get(f"{custom.url}/ping").status_code == 404
+
+
+def test_port_health_is_bound_too(server: str) -> None:
+    health = free_port()
+    env = {"PORT_HEALTH": str(health)}
+    if server == "granian":  # the one thing a server cannot do: Granian listens on one port
+        refused = subprocess.run(
+            [sys.executable, "-m", "podroute", "serve", f"{SERVICE}:live", "--server", server],
+            cwd=REPO_ROOT,
+            env={**os.environ, "HOST": "127.0.0.1", "PORT": str(free_port()), **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert refused.returncode != 0 and GRANIAN_HAS_ONE_PORT in refused.stderr
+        return
+    with worker_process(f"{SERVICE}:live", server, env) as both:
+        assert httpx.get(f"http://127.0.0.1:{health}/ping").status_code == 200
+        assert httpx.get(f"{both.url}/ping").status_code == 200
+        assert httpx.get(f"{both.url}/users").status_code == 200
+
+
+def test_sigterm_lets_requests_in_flight_finish(server: str) -> None:
+    results: list[httpx.Response] = []
+    with worker_process(f"{SERVICE}:live", server) as draining:
+        request = threading.Thread(
+            target=lambda: results.append(httpx.get(f"{draining.url}/slow?seconds=1.5", timeout=10))
+        )
+        request.start()
+        threading.Event().wait(0.5)
+        draining.process.stop()
+        request.join(10)
+        assert draining.process.process.returncode == 0
+    assert results and results[0].status_code == 200 and results[0].json() == {"slept": 1.5}
+
+
+def test_413_while_the_body_streams_in(base: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(256):  # 1 MiB: far more than a server reads ahead before the 413
+            yield b"x" * 4096
+
+    with httpx.Client() as client:
+        response = client.post(
+            f"{base}/users", content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert "4096-byte limit" in assert_problem(response, 413)["detail"]
+        # the rest of the body was never read: the connection must not carry another request
+        assert response.headers["connection"] == "close"
+        assert client.get(f"{base}/users").status_code == 200
+
+
+def test_connections_stay_open_after_a_body_read_in_full(base: str) -> None:
+    with httpx.Client() as client:
+        for _ in range(3):
+            response = client.post(f"{base}/users", json={"name": "ann"})
+            assert response.status_code == 200 and response.headers.get("connection") != "close"
+        problem = client.post(f"{base}/users", json={"age": "old"})
+        assert problem.status_code == 422 and problem.headers.get("connection") != "close"
 
 
 def test_docs_and_openapi_carry_a_request_id_too(base: str) -> None:

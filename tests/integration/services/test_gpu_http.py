@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -96,6 +97,39 @@ def test_a_million_floats_in_json(gpu_url: str) -> None:
     assert body["input_count"] == 1_000_000
     assert (body["max"], body["min"]) == (float(values.max()), float(values.min()))  # the exact doubles
     assert body["sum_of_squares"] == pytest.approx(float(np.dot(values, values)), rel=1e-12)
+
+
+def in_pieces(data: bytes, size: int) -> Iterator[bytes]:
+    """`data` sent as a chunked body, `size` bytes at a time (parsed while it arrives)."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def test_floats_parsed_while_a_chunked_body_arrives_are_exact(gpu_url: str) -> None:
+    values = np.random.default_rng(8).standard_normal(20_000) * 1e-3
+    data = orjson.dumps({"numbers": values.tolist()})
+    body = compute(
+        gpu_url, content=in_pieces(data, 1000), headers={"content-type": "application/json"}
+    ).json()
+    assert body["input_count"] == 20_000
+    assert (body["max"], body["min"]) == (float(values.max()), float(values.min()))
+    assert body["sum_of_squares"] == pytest.approx(float(np.dot(values, values)), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("content", "status"),
+    [
+        (b'{"numbers": [1.5, 2.5, NaN]}', 422),
+        (b'{"numbers": [1.5, 2.5, true]}', 422),
+        (b'{"numbers": [1.5, 2.5, 1.2.3]}', 400),
+        (b'{"numbers": [1.5, 2.5,]}', 400),
+    ],
+)
+def test_bad_float_lists_in_pieces_get_the_same_status(gpu_url: str, content: bytes, status: int) -> None:
+    whole = compute(gpu_url, content=content, headers={"content-type": "application/json"})
+    pieces = compute(gpu_url, content=in_pieces(content, 7), headers={"content-type": "application/json"})
+    assert whole.status_code == pieces.status_code == status
+    assert problem(pieces, status) == {**problem(whole, status), "request_id": pieces.json()["request_id"]}
 
 
 @pytest.mark.parametrize(

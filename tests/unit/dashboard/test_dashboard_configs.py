@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from dashboard.configs import ConfigState, EndpointDraft, apply_draft, describe_changes, resource_of, state_of
+from dashboard.configs import (
+    ConfigState,
+    EndpointDraft,
+    apply_draft,
+    describe_changes,
+    desired_config,
+    resource_of,
+    state_of,
+)
 from dashboard.models import Endpoint
 from podroute.resources import CpuLoadBalancerSlsResource, LoadBalancerSlsResource
 
@@ -59,3 +67,13 @@ def test_state_of_reads_the_columns_by_flash_name():
         and state.fields["gpus"] == ["ANY"]
         and "instanceIds" not in state.fields
     )
+
+
+def test_a_volume_mount_path_survives_the_config_and_reaches_the_deployed_config():
+    declared = CpuLoadBalancerSlsResource(name="m", networkVolumeId="vol-models", volumeMountPath="/models")
+    endpoint = endpoint_from(EndpointDraft(declared, "svc", "m"))
+    assert endpoint.volume_mount_path == "/models" and resource_of(endpoint) == declared
+    state = state_of(endpoint)
+    snapshot = {"fields": state.fields, "env": {}}
+    values = desired_config(snapshot, declared.to_config()).values
+    assert (values["networkVolumeId"], values["volumeMountPath"]) == ("vol-models", "/models")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import random
 from types import SimpleNamespace
@@ -389,3 +390,70 @@ def test_openapi_of_a_number_array_route_is_valid_3_1_and_describes_each_media_t
     assert content["application/x-npy"]["schema"]["contentMediaType"] == "application/x-npy"
     assert "numpy.save" in content["application/x-npy"]["schema"]["description"]
     assert "dtype=int64" in content["application/octet-stream"]["schema"]["description"]
+
+
+# ------------------------------------------------------------ parsing while the body arrives
+
+
+def streamed(body: bytes, cuts: list[int]) -> np.ndarray | None:
+    """What the decoder's BodyStream gives for `body` arriving in pieces cut at `cuts`."""
+    stream = decode_json.start_stream()  # type: ignore[attr-defined]
+    edges = [0, *sorted(cuts), len(body)]
+    for start, end in itertools.pairwise(edges):
+        stream.feed(body[start:end])
+    result = stream.result()
+    return None if result is None else result["numbers"]
+
+
+def random_cuts(rng: random.Random, size: int) -> list[int]:
+    return [rng.randrange(size + 1) for _ in range(rng.choice([0, 1, 3, 20, 200]))]
+
+
+def test_a_streamed_float_list_is_bit_for_bit_what_the_decoder_gives() -> None:
+    rng = random.Random(20261201)
+    streamed_floats = 0
+    for _ in range(300):
+        texts = random_float_texts(rng, rng.randint(1, 300))
+        body = b' {"numbers" : [' + rng.choice([",", ", ", " ,\n"]).join(texts).encode() + b"] }\n"
+        whole = decoded(body)
+        values = streamed(body, random_cuts(rng, len(body)))
+        if values is None:  # declined: the whole body goes to the decoder, as before
+            continue
+        streamed_floats += 1
+        assert whole is not None and values.dtype == whole.dtype == np.float64, body
+        assert values.view(np.int64).tolist() == whole.view(np.int64).tolist(), body
+    assert streamed_floats > 200  # lists that start with an integer are left to the decoder
+
+
+def test_a_million_floats_stream_in_64_kib_chunks_exactly() -> None:
+    values = np.random.default_rng(5).standard_normal(1_000_000) * 1e5
+    body = orjson.dumps({"numbers": values.tolist()})
+    result = streamed(body, list(range(65536, len(body), 65536)))
+    assert result is not None and result.view(np.int64).tolist() == values.view(np.int64).tolist()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"numbers": [1.5, NaN]}',
+        b'{"numbers": [1.5, 1e400]}',
+        b'{"numbers": [1.5, .5]}',
+        b'{"numbers": [1.5,, 2.5]}',
+        b'{"numbers": [1.5, 2.5,]}',
+        b'{"numbers": [,1.5]}',
+        b'{"numbers": [1.5, true]}',
+        b'{"numbers": [1.5, "2.5"]}',
+        b'{"numbers": [1.5, null]}',
+        b'{"numbers": [1.5, [2.5]]}',
+        b'{"numbers": [1.5, 2.5], "extra": 1}',
+        b'{"numbers": [1.5, 2.5]',
+        b'{"numbers": [1.5, 2.5]}}',
+        b'{"values": [1.5, 2.5]}',
+        b'{"numbers": [1, 2, 3.5]}',  # starts with integers: the decoder's exact path decides
+        b'{"numbers": []}',
+        b"[1.5, 2.5]",
+    ],
+)
+def test_streams_decline_what_the_float_path_does_not_take(body: bytes) -> None:
+    for cut in range(len(body) + 1):
+        assert streamed(body, [cut]) is None, (body, cut)

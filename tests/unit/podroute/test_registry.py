@@ -23,7 +23,9 @@ def test_returns_the_function_unchanged_and_records_the_route(registry: Registry
     assert asyncio.run(decorated("hi")) == {"text": "hi"}
 
 
-@pytest.mark.parametrize("path", ["/ping", "/execute", "/ping/", "/execute/"])
+@pytest.mark.parametrize(
+    "path", ["/ping", "/execute", "/_runpod/sync", "/ping/", "/execute/", "/_runpod/sync/"]
+)
 def test_reserved_paths_rejected(registry: Registry, path: str) -> None:
     with pytest.raises(RouteDeclarationError, match=r"sample: path .* is reserved"):
         remote(api, method="GET", path=path)(sample)

@@ -68,6 +68,24 @@ def endpoint_name(target: Target) -> str:
     return f"{full[: NAME_MAX - 9].rstrip('-')}-{digest}"
 
 
+SECRET_NAME_MAX = 128
+"""Provider-side secret names are at most this long (letters, digits, '_', '.', '-')."""
+
+
+def env_secret_name(target: Target, key: str, version: str) -> str:
+    """The provider-side secret holding one value of env variable `key` of a target (the dashboard's
+    secret env values): `<endpoint_name(target)>-<KEY>-<version>`, where `version` fingerprints the
+    value, so a changed value is a new name (a new release that rolls the workers over, while older
+    releases keep the secret they were released with) and an unchanged one is the same name (a
+    retried rollout makes nothing twice). Cut with a hash of the whole when over 128 characters."""
+    base = f"{endpoint_name(target)}-{re.sub(r'[^A-Za-z0-9_.-]+', '_', key)}"
+    full = f"{base}-{version}"
+    if len(full) <= SECRET_NAME_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{base[: SECRET_NAME_MAX - len(version) - 10]}-{digest}-{version}"
+
+
 def target_labels(target: Target) -> dict[str, str]:
     """The marker labels a provider endpoint of `target` carries."""
     return {

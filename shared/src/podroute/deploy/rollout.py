@@ -1,7 +1,9 @@
 """The one rollout engine: the CLI and the dashboard's Celery tasks both deploy through it.
 
-    upload -> find the target's endpoint (by name and marker) -> create or update -> wait until
-    healthy (a ready worker of the new release and /ping 200 through the gateway) -> result
+    check secrets (warn about credential-like plain env values; fail naming every referenced
+    secret the provider lacks; store the caller's secret env values as provider secrets) -> upload
+    -> find the target's endpoint (by name and marker) -> create or update -> wait until healthy
+    (a ready worker of the new release and /ping 200 through the gateway) -> result
 
 One undo rule: a *new* endpoint that never got healthy is deleted (and the provider confirms it is
 gone); an *existing* endpoint gets its previous release back. Idempotent: the endpoint is found by
@@ -19,6 +21,13 @@ from enum import StrEnum
 
 from podroute.build import BuildResult
 from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name
+from podroute.deploy.preflight import (
+    SecretEnv,
+    credential_lines,
+    require_secrets,
+    store_secret_env,
+    with_secret_env,
+)
 from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 log = logging.getLogger("podroute.deploy")
@@ -27,6 +36,8 @@ log = logging.getLogger("podroute.deploy")
 class RolloutStep(StrEnum):
     """The step a rollout is at; every progress event names one, so no caller reads its text."""
 
+    PREFLIGHT = "preflight"
+    """Checks before anything is made: credentials the config needs, secrets kept at the provider."""
     UPLOAD = "upload"
     """The build is being uploaded (RunPod: its image is checked)."""
     RELEASE = "release"
@@ -94,15 +105,29 @@ def roll_out(
     deployed_by: str,
     progress: RolloutProgress = _quiet,
     timeout_s: float = 300.0,
+    secret_env: SecretEnv | None = None,
 ) -> RolloutResult:
     """Deploy `build` with `config` as the target's endpoint; returns once it answers /ping 200.
 
-    `progress` gets an UPLOAD, a RELEASE and a WAIT event (then NOTE events while waiting).
+    `progress` gets PREFLIGHT events (if any), an UPLOAD, a RELEASE and a WAIT event, then NOTE
+    events while waiting.
 
+    `secret_env` holds env values to keep as provider secrets (the dashboard's "secret" variables):
+    the release's env refers to them (`{{ RUNPOD_SECRET_<name> }}`) and never holds a value.
+    A secret the env refers to that the provider lacks fails the rollout before anything is made.
     Raises DeployError after undoing (see the module docstring); the message says what was undone.
     ProviderUnavailableError passes through untouched: the caller may retry the whole call.
     """
     key = f"{target.key} ({target.environment})"
+    config = with_secret_env(target, config, secret_env)
+    for line in credential_lines(target, config):
+        progress(RolloutEvent(RolloutStep.PREFLIGHT, line))
+    provided = secret_env.names(target).values() if secret_env else ()
+    require_secrets(provider, [config], target.environment, provided=provided)
+    if secret_env is not None and secret_env.values:
+        created = store_secret_env(provider, target, secret_env)
+        line = f"{target.key}: secret env values kept as provider secrets ({len(created)} new)"
+        progress(RolloutEvent(RolloutStep.PREFLIGHT, line))
     size_kb = build.artifact.stat().st_size / 1024 if build.artifact.is_file() else 0.0
     line = f"{target.key}: uploading build {build.sha256[:12]} ({size_kb:.0f} KiB)"
     progress(RolloutEvent(RolloutStep.UPLOAD, line))

@@ -8,7 +8,7 @@ caller holding the runtime token, so no tool stores keys).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from podroute.build import BuildResult
+from podroute.cost import PriceTable, load_price_file
 from podroute.deploy.model import (
     SCALING_FIELDS,
     ActualEndpoint,
@@ -32,6 +33,7 @@ from podroute.providers.base import (
     ProviderUnavailableError,
     ping_through_gateway,
 )
+from podroute.secrets import SecretInfo, check_secret_name, secret_info
 
 
 class LocalRuntimeProvider:
@@ -160,6 +162,18 @@ class LocalRuntimeProvider:
         """The runtime's per-route metrics of the endpoint over `window`."""
         return self._call("GET", f"/endpoints/{endpoint_id}/metrics", params={"window": window})
 
+    def sample_workers(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Nothing: the runtime records workers over time itself (its metrics API)."""
+        return {}
+
+    def read_bill(self, endpoint_id: str, start: str, end: str) -> list[dict[str, Any]] | None:
+        """None: the local runtime bills nothing (its cost figures are estimates at RunPod prices)."""
+        return None
+
+    def price_table(self) -> PriceTable:
+        """The prices shipped with podroute."""
+        return load_price_file()
+
     def worker_logs(self, endpoint_id: str, follow: bool) -> Iterator[dict[str, Any]]:
         """Recent worker log lines; with `follow`, the runtime's event stream of new ones."""
         path = f"/endpoints/{endpoint_id}/logs"
@@ -181,6 +195,30 @@ class LocalRuntimeProvider:
                         yield entry
         except httpx.TransportError as error:
             raise ProviderUnavailableError(f"lost the local runtime at {self.base_url} ({error})") from None
+
+    def list_secrets(self) -> list[SecretInfo]:
+        """The runtime's secrets (names and metadata; the control API never answers a value)."""
+        return [secret_info(raw) for raw in self._call("GET", "/secrets")["secrets"]]
+
+    def add_secret(
+        self, name: str, value: str, description: str = "", *, replace: bool = False
+    ) -> SecretInfo:
+        """Store a secret in the runtime (it encrypts it); `replace` overwrites one of that name."""
+        check_secret_name(name)
+        payload = {"name": name, "value": value, "description": description}
+        if replace:
+            return secret_info(self._call("PUT", f"/secrets/{name}", json=payload))
+        return secret_info(self._call("POST", "/secrets", json=payload))
+
+    def delete_secret(self, name: str) -> None:
+        """Remove a secret from the runtime."""
+        check_secret_name(name)
+        try:
+            self._call("DELETE", f"/secrets/{name}")
+        except EndpointNotFoundError:
+            raise DeployError(
+                f"the local runtime has no secret {name!r}; 'podroute secret list ENV' shows the names"
+            ) from None
 
     def wait_until_ready(
         self, endpoint: ActualEndpoint, timeout_s: float, progress: Progress

@@ -12,6 +12,9 @@ stream to the worker as they arrive (so at most a few reads per request are held
 stream back chunk by chunk. The worker is held through `EndpointPool.lease`, one context manager
 around the whole exchange, so no failure can leak in-flight capacity. Every finished request is
 described once, as a `RequestRecord`, to the callables in `Gateway.observers`.
+
+WebSocket upgrades to an endpoint are relayed by `podroute.runtime.socket_proxy` (same auth, same
+worker lease, reported as method WEBSOCKET once the socket closes).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from podroute.runtime.exchange import (
     stream_body,
 )
 from podroute.runtime.pool import EndpointPool, NoWorkerError
+from podroute.runtime.socket_proxy import SocketProxy, SocketSession
 from podroute.runtime.state import StateFile
 from podroute.runtime.upstream import (
     DescriptorLimitError,
@@ -118,6 +122,7 @@ class Gateway:
         self.execution_limit_s = execution_limit_s
         self.upstream = upstream or UpstreamPool()
         self.observers: list[RequestObserver] = []
+        self.sockets = SocketProxy(state, pools, wait_limit_s)
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -137,15 +142,47 @@ class Gateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Route one ASGI connection: endpoint traffic here, the rest to the Quart app."""
-        if scope["type"] == "http":
+        if scope["type"] in ("http", "websocket"):
             raw_path: bytes = scope.get("raw_path") or scope["path"].encode()
             slash = raw_path.find(b"/", 1)
             if slash > 0:
                 endpoint_id = raw_path[1:slash].decode("latin-1")
                 if endpoint_id not in _NOT_ENDPOINTS:
-                    await self._serve(scope, receive, send, endpoint_id, raw_path[slash:])
+                    if scope["type"] == "websocket":
+                        await self._serve_socket(scope, receive, send, endpoint_id, raw_path[slash:])
+                    else:
+                        await self._serve(scope, receive, send, endpoint_id, raw_path[slash:])
                     return
         await self.app(scope, receive, send)
+
+    async def _serve_socket(
+        self, scope: Scope, receive: Receive, send: Send, endpoint_id: str, rest: bytes
+    ) -> None:
+        started = time.perf_counter()
+        _, request_id = parse_request({**scope, "method": "GET"}, rest)
+        query = scope.get("query_string", b"")
+        target = rest + b"?" + query if query else rest
+        session = SocketSession(request_id.decode())
+        try:
+            session = await self.sockets.serve(scope, receive, send, endpoint_id, target, session.request_id)
+        finally:
+            if self.observers:
+                self._report(
+                    RequestRecord(
+                        endpoint_id=endpoint_id,
+                        method="WEBSOCKET",
+                        path=rest.decode("latin-1"),
+                        status=session.status,
+                        duration_s=time.perf_counter() - started,
+                        bytes_in=session.bytes_in,
+                        bytes_out=session.bytes_out,
+                        worker_id=session.worker_id,
+                        request_id=session.request_id,
+                        waited_s=session.waited_s,
+                        cold_start=session.cold_start,
+                        outcome=session.outcome,
+                    )
+                )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, endpoint_id: str, rest: bytes) -> None:
         started = time.perf_counter()
@@ -184,6 +221,9 @@ class Gateway:
             cold_start=exchange.cold_start,
             outcome=exchange.outcome,
         )
+        self._report(record)
+
+    def _report(self, record: RequestRecord) -> None:
         for observer in self.observers:
             try:
                 observer(record)
@@ -334,7 +374,11 @@ class Gateway:
             connection.close()
             await exchange.error(502, "response body exceeds 30 MB")
             return
-        headers = [(name, value) for name, value in head.headers if name not in _RESPONSE_DROP]
+        headers = [
+            (name, value)
+            for name, value in head.headers
+            if name not in _RESPONSE_DROP or (name == b"upgrade" and head.status == 426)  # RFC 9110 15.5.22
+        ]
         headers.append((WORKER_HEADER, worker.id.encode()))
         await exchange.start(head.status, headers)
         size = 0

@@ -32,7 +32,7 @@ from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
 from podroute.cost import load_price_file
 from podroute.deploy.model import MARKER_LABEL
-from podroute.resources import ResourceConfigError, resource_from_config
+from podroute.resources import DEFAULT_VOLUME_MOUNT_PATH, ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
 from podroute.runtime.gateway import Gateway, RequestRecord
 from podroute.runtime.listener import ListenSettings
@@ -40,6 +40,8 @@ from podroute.runtime.metrics import MetricsSettings, MetricsStore, RequestFacts
 from podroute.runtime.observability import EndpointFacts, Observability, register_observability
 from podroute.runtime.pool import EndpointPool
 from podroute.runtime.routes import RouteTable
+from podroute.runtime.secret_routes import register_secret_routes
+from podroute.runtime.secret_store import EncryptedSecretStore
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -50,7 +52,9 @@ from podroute.runtime.state import (
     new_api_key,
     new_endpoint_id,
 )
+from podroute.runtime.volumes import VolumeConfigError, parse_volumes, volume_mount_for
 from podroute.runtime.workers import WorkerSpec
+from podroute.secrets import check_secrets, missing_secrets_message
 from podroute.settings import SettingsError
 
 logger = logging.getLogger("podroute.runtime")
@@ -82,6 +86,7 @@ class RuntimeSettings:
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     daily_budget_usd: float = 0.0
+    volumes: dict[str, Path] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -103,7 +108,7 @@ class RuntimeSettings:
         """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
         KEEP_ALIVE_S (idle connections), READ_TIMEOUT_S (a client silent mid-request),
         METRICS_RETENTION_S (rollups, 7 days), METRICS_RAW_LIMIT (request records kept, 10000) and
-        DAILY_BUDGET_USD (per endpoint; 0 = no budget)."""
+        DAILY_BUDGET_USD (per endpoint; 0 = no budget) and VOLUMES (`VOLUME_ID=FOLDER,...`)."""
         env = os.environ
         metrics = MetricsSettings(
             retention_s=_float_env("PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
@@ -121,6 +126,7 @@ class RuntimeSettings:
             execution_limit_s=_float_env("PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
             keep_alive_s=_float_env("PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
             read_timeout_s=_float_env("PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
+            volumes=parse_volumes(env.get("PODROUTE_RUNTIME_VOLUMES", "")),
         )
 
 
@@ -145,6 +151,7 @@ class LocalRuntime:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.token = settings.token or load_or_create_token(self.data_dir)
         self.state = StateFile(self.data_dir)
+        self.secrets = EncryptedSecretStore(self.data_dir)
         self.environments = Environments(self.data_dir / "envs", settings.environment_mode)
         self.pools: dict[str, EndpointPool] = {}
         self.metrics = MetricsStore(self.data_dir / "metrics.sqlite3", settings.metrics)
@@ -205,10 +212,16 @@ class LocalRuntime:
         python = await self.environments.python_for(manifest["dependencies"])
         env = {
             **self.settings.extra_env,
-            **release.env,
+            **self.secrets.resolve_env(release.env),  # decrypted only here, for the worker process
             "RUNPOD_ENDPOINT_ID": record.id,
             "PODROUTE_ACCESS_LOG": "0",
         }
+        resource = {**manifest["resource"], **release.config}
+        volume = volume_mount_for(
+            self.settings.volumes,
+            str(resource.get("networkVolumeId") or ""),
+            str(resource.get("volumeMountPath") or DEFAULT_VOLUME_MOUNT_PATH),
+        )
         return WorkerSpec(
             python=python,
             cwd=self.build_dir(release.build) / "root" / "app",
@@ -216,7 +229,18 @@ class LocalRuntime:
             env=env,
             release_key=release.key,
             startup_timeout_s=self.settings.startup_timeout_s,
+            volume=volume,
         )
+
+    def _check_release(self, resource: dict[str, Any], env: dict[str, str]) -> None:
+        """Refuse a release (resource fields, env) whose secrets or network volume this runtime lacks."""
+        missing = check_secrets({"env": env}, self.secrets)
+        if missing:
+            raise ControlError(422, missing_secrets_message(missing, "the local runtime"))
+        try:
+            volume_mount_for(self.settings.volumes, str(resource.get("networkVolumeId") or ""), "")
+        except VolumeConfigError as error:
+            raise ControlError(422, str(error)) from None
 
     # -- endpoints ------------------------------------------------------------------------------
 
@@ -261,6 +285,7 @@ class LocalRuntime:
         name = str(payload.get("name") or manifest["resource"]["name"])
         config = _config_of(payload)
         env = _env_of(config) if config else {**manifest["resource"].get("env", {}), **_env_of(payload)}
+        self._check_release({**manifest["resource"], **config}, env)
         key = new_api_key()
         record = EndpointRecord(
             id=new_endpoint_id(),
@@ -291,11 +316,13 @@ class LocalRuntime:
         config = _config_of(payload)
         if config:
             env = _env_of(config)
+            self._check_release({**manifest["resource"], **config}, env)
             release = self._release_of({**payload, "build": build}, manifest, env)
             self._serve(record, release)
             record.scaling = self._scaling(manifest, config)
         elif "build" in payload or "env" in payload:
             env = _env_of(payload) if "env" in payload else record.release.env
+            self._check_release({**manifest["resource"], **record.release.config}, env)
             release = Release(build=build, env=env, config=dict(record.release.config))
             release.config["env_keys"] = sorted(env)
             self._serve(record, release)
@@ -524,6 +551,7 @@ def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
     _register_control(app, runtime)
     _register_health(app, runtime)
     _register_observability(app, runtime)
+    register_secret_routes(app, runtime.secrets)
     return app
 
 

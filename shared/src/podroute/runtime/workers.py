@@ -22,6 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from podroute.runtime.volumes import VolumeMount, with_volume
+
 logger = logging.getLogger("podroute.runtime.workers")
 
 LIVE_STATES = frozenset({"starting", "initializing", "ready"})
@@ -49,6 +51,7 @@ class WorkerSpec:
     env: dict[str, str]
     release_key: str
     startup_timeout_s: float = 600.0
+    volume: VolumeMount | None = None
 
 
 @dataclass
@@ -69,6 +72,9 @@ class Worker:
     process: asyncio.subprocess.Process | None = None
     on_state: StateListener | None = None
     on_log: LogListener | None = None
+    retired: asyncio.Event = field(default_factory=asyncio.Event, repr=False, compare=False)
+    """Set once the worker leaves service (draining, unhealthy, stopped): long-lived connections
+    through the gateway (WebSockets) are closed then, so the drain can finish."""
     _health_task: asyncio.Task[None] | None = None
     _output_task: asyncio.Task[None] | None = None
 
@@ -108,6 +114,8 @@ class Worker:
         if state == self.state:
             return
         self.state = state
+        if state not in LIVE_STATES:
+            self.retired.set()
         self._tell(state, reason)
 
     def _tell(self, state: str, reason: str) -> None:
@@ -115,10 +123,14 @@ class Worker:
             self.on_state(self, state, reason)
 
     async def start(self, health_path: str = "/ping") -> None:
-        """Start the process and its health and log watchers."""
+        """Start the process (with its network volume in place) and its health and log watchers."""
+        command, volume_env = with_volume(
+            [self.spec.python, "-m", "podroute", "serve", self.spec.target], self.spec.volume
+        )
         env = {
             **os.environ,
             **self.spec.env,
+            **volume_env,
             "PORT": str(self.port),
             "PORT_HEALTH": str(self.port),
             "HOST": "127.0.0.1",
@@ -127,11 +139,7 @@ class Worker:
             "PYTHONUNBUFFERED": "1",
         }
         self.process = await asyncio.create_subprocess_exec(
-            self.spec.python,
-            "-m",
-            "podroute",
-            "serve",
-            self.spec.target,
+            *command,
             cwd=self.spec.cwd,
             env=env,
             stdout=asyncio.subprocess.PIPE,
@@ -196,6 +204,7 @@ class Worker:
     async def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM the worker's process group, then SIGKILL after `grace_s`."""
         previous, self.state = self.state, "stopped"
+        self.retired.set()
         if self._health_task is not None and self._health_task is not asyncio.current_task():
             self._health_task.cancel()
         process = self.process

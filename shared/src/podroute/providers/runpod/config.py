@@ -27,8 +27,26 @@ class SecretStr(str):
         return "'***'"
 
 
+RUNPOD_VOLUME_PATH = "/runpod-volume"
+"""Where RunPod serverless workers see their endpoint's network volume (it cannot be moved)."""
+
+
+def volume_env(resource: Mapping[str, Any]) -> dict[str, str]:
+    """`RUNPOD_VOLUME_PATH` for a resource with a network volume (what the local runtime sets too)."""
+    return {"RUNPOD_VOLUME_PATH": RUNPOD_VOLUME_PATH} if resource.get("networkVolumeId") else {}
+
+
 def endpoint_config(resource: Mapping[str, Any], compute: str) -> EndpointConfig:
-    """The endpoint configuration a build's resource (`manifest["resource"]`) asks for."""
+    """The endpoint configuration a build's resource (`manifest["resource"]`) asks for.
+
+    DeployError for a network volume at another mount path than RunPod's fixed one.
+    """
+    mount_path = str(resource.get("volumeMountPath") or RUNPOD_VOLUME_PATH)
+    if resource.get("networkVolumeId") and mount_path != RUNPOD_VOLUME_PATH:
+        raise DeployError(
+            f"RunPod serverless mounts network volumes at {RUNPOD_VOLUME_PATH}, not {mount_path}: "
+            f"remove volumeMountPath (or set it to {RUNPOD_VOLUME_PATH}) to deploy to RunPod"
+        )
     pools: list[str] = []
     excluded: list[str] = []
     if compute == "gpu":

@@ -100,6 +100,13 @@ class GraphQLApi:
                 self._sleep(self.settings.retry.delay(attempt))
         raise RunPodUnavailableError(f"RunPod {what} still failing after {attempts} tries; try again later")
 
+    def execute(
+        self, query: str, variables: dict[str, Any], *, what: str, idempotent: bool
+    ) -> dict[str, Any]:
+        """Run another operation (the secrets of `podroute.providers.runpod.secrets`) with the same
+        auth, retries and error mapping; `idempotent` False: an unclear outcome is never resent."""
+        return self._run(query, variables, what=what, idempotent=idempotent)
+
     def list_templates(self) -> list[Template]:
         """myself { podTemplates }."""
         data = self._run(_LIST_TEMPLATES, {}, what="list templates", idempotent=True)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import httpx
 
 import podroute
-from podroute.client import RetryPolicy, retry_after_seconds
+from podroute.client_policy import RetryPolicy, retry_after_seconds
 from podroute.providers.base import DeployError, ProviderUnavailableError
 
 log = logging.getLogger("podroute.runpod")

@@ -21,6 +21,12 @@ How a deployment maps onto RunPod (both APIs):
   *is* the release history, kept on RunPod, so every process (CLI, Celery worker) sees the same
   one. The newest `KEEP_RELEASES` are kept. An endpoint's env is its serving template's env, so the
   marker is read from the endpoint itself; endpoints without it are never listed or touched.
+- **Secrets and volumes.** Env values that are secrets are references (`{{ RUNPOD_SECRET_<name> }}`)
+  to the account's platform secrets (`podroute.providers.runpod.secrets`, GraphQL whichever API
+  deploys), which the provider's `list_secrets`/`add_secret`/`delete_secret` manage. A network
+  volume goes into the endpoint record; RunPod mounts it at `/runpod-volume` (another
+  `volumeMountPath` is refused) and the template env gets `RUNPOD_VOLUME_PATH` (platform env, like
+  `PORT`: no drift).
 - **Recorded desired overrides** (`podroute scale`, a dashboard scaling change) live in one more
   template per endpoint, `<endpoint name>__overrides__v<K>` (`PODROUTE_OVERRIDES` as JSON), never
   bound to anything: a change creates version K+1, then deletes the older ones.
@@ -48,13 +54,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
 from podroute.build import BuildResult
+from podroute.cost import PriceTable
 from podroute.deploy.model import (
     ActualEndpoint,
     DesiredConfig,
@@ -64,13 +71,14 @@ from podroute.deploy.model import (
     release_config,
     target_labels,
 )
-from podroute.providers.base import DeployError, EndpointNotFoundError, Progress
+from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, ProviderUnavailableError
 from podroute.providers.runpod.config import (
     SCALING_FIELDS,
     SecretStr,
     endpoint_config,
     image_instructions,
     validate_scaling,
+    volume_env,
 )
 from podroute.providers.runpod.graphql import GraphQLApi
 from podroute.providers.runpod.http import (
@@ -90,6 +98,9 @@ from podroute.providers.runpod.records import (
     TemplateSpec,
 )
 from podroute.providers.runpod.rest import RestV2Api
+from podroute.providers.runpod.secrets import RunPodSecrets
+from podroute.providers.runpod.usage import fetch_prices, read_serverless_billing, sample_worker_counts
+from podroute.secrets import SecretInfo
 
 log = logging.getLogger("podroute.runpod")
 
@@ -108,7 +119,7 @@ LABEL_ENV = {
 }
 """Marker label -> the template env variable that carries it."""
 _VOLATILE_ENV = (RELEASE_ENV, DEPLOYED_BY_ENV, RELEASED_AT_ENV)
-_PLATFORM_ENV = ("PORT", "PORT_HEALTH")
+_PLATFORM_ENV = ("PORT", "PORT_HEALTH", *volume_env({"networkVolumeId": "any"}))
 _T = TypeVar("_T")
 
 
@@ -140,6 +151,7 @@ class RunPodProvider:
         self.images = dict(images or {})
         self.api = api or api_for(self.settings, sleep)
         self._sleep = sleep
+        self._secrets: RunPodSecrets | None = None
 
     def __repr__(self) -> str:
         return f"RunPodProvider(api={self.settings.api!r})"
@@ -162,6 +174,15 @@ class RunPodProvider:
     def close(self) -> None:
         """Release the HTTP connections."""
         self.api.close()
+        if self._secrets is not None:
+            self._secrets.close()
+
+    @property
+    def secrets(self) -> RunPodSecrets:
+        """The account's platform secrets (GraphQL, whichever API deploys; opened on first use)."""
+        if self._secrets is None:
+            self._secrets = RunPodSecrets(self.settings, self._sleep)
+        return self._secrets
 
     # --- the Provider protocol ----------------------------------------------------------------
 
@@ -284,11 +305,45 @@ class RunPodProvider:
         """None: RunPod records no per-route figures (README, 'On RunPod')."""
         return None
 
+    def sample_workers(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The health API's worker counts, one call per endpoint (RunPod has no batch form)."""
+        counts: dict[str, dict[str, int]] = {}
+        for endpoint_id in endpoint_ids:
+            try:
+                counts[endpoint_id] = sample_worker_counts(self.settings, endpoint_id).counts
+            except ProviderUnavailableError:
+                raise
+            except DeployError as error:  # deleted since it was listed, or not serving health yet
+                log.debug("no worker counts for %s: %s", endpoint_id, error)
+        return counts
+
+    def read_bill(self, endpoint_id: str, start: str, end: str) -> list[dict[str, Any]] | None:
+        """`GET /v2/billing/serverless` for the endpoint, in hourly buckets."""
+        return read_serverless_billing(self.settings, endpoint_id, start, end, bucket="hour")
+
+    def price_table(self) -> PriceTable:
+        """RunPod's serverless catalog (the shipped prices fill what it does not list)."""
+        return fetch_prices(self.settings)
+
     def worker_logs(self, endpoint_id: str, follow: bool) -> Iterator[dict[str, Any]]:
         """RunPod's worker logs are in its console; its API does not serve them."""
         raise DeployError(
             f"RunPod keeps worker logs in its console (endpoint {endpoint_id}); its API does not serve them"
         )
+
+    def list_secrets(self) -> list[SecretInfo]:
+        """The account's platform secrets (RunPod never returns values)."""
+        return self.secrets.list_secrets()
+
+    def add_secret(
+        self, name: str, value: str, description: str = "", *, replace: bool = False
+    ) -> SecretInfo:
+        """Create a platform secret; `replace` deletes one of that name first (RunPod has no update)."""
+        return self.secrets.add_secret(name, value, description, replace=replace)
+
+    def delete_secret(self, name: str) -> None:
+        """Delete the platform secret named `name`."""
+        self.secrets.delete_secret(name)
 
     def wait_until_ready(
         self, endpoint: ActualEndpoint, timeout_s: float, progress: Progress
@@ -376,6 +431,7 @@ class RunPodProvider:
         merged = {
             "PORT": "80",
             "PORT_HEALTH": "80",
+            **volume_env(config.values),
             **dict(config.values.get("env", {})),
             BUILD_ENV: build.sha256,
             **meta,
