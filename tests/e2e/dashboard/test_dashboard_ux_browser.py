@@ -221,7 +221,7 @@ def test_layout_fits_at_1366_and_390_pixels(page, database, demo_service, artifa
 
     log_in(page)
     assert len(LONG_NAME) == 63
-    url, endpoint_id = _create(page, LONG_NAME, "demo-cpu")
+    url, endpoint_id = _create(page, LONG_NAME, "e2e-long")
     first, _ = _add_rows(
         database,
         endpoint_id,
@@ -261,9 +261,9 @@ def test_layout_fits_at_1366_and_390_pixels(page, database, demo_service, artifa
     assert abs(diff["y"] - roll_back["y"]) < 2 and abs(diff["height"] - roll_back["height"]) < 2
 
     # Try-it: a long one-line answer wraps inside the panel.
-    page.locator("table.routes tr", has_text="/echo").locator("text=Try").click()
-    expect(page.locator("#try-it input[name=path]")).to_have_value("/echo")
     page.fill("#try-it input[name=base_url]", demo_service)
+    page.select_option("#try-it select[name=method]", "POST")
+    page.fill("#try-it input[name=path]", "/echo")
     page.fill("#try-it textarea[name=body]", '{"text": "wrap", "times": 400}')
     page.click("button:has-text('Send request')")
     body = page.locator("#try-result pre.body")
