@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from quart import Quart, Response, current_app, g, redirect, render_template, request, session
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from quart import Quart, Response, g, redirect, render_template, request, session
 from werkzeug.exceptions import HTTPException
 
 from dashboard import PACKAGE_DIR, htmx
+from dashboard.assets import htmx_asset
+from dashboard.context import DashboardState, state, transaction
 from dashboard.db import Sessions, create_engine, create_sessions, prepare_data_dir, require_current_schema
 from dashboard.discovery import DiscoveryCache
-from dashboard.models import User, as_utc
+from dashboard.models import as_utc
 from dashboard.queries import add_audit_event, add_user, count_users
 from dashboard.secrets_at_rest import install_key_ring
 from dashboard.security import (
@@ -36,72 +33,12 @@ from dashboard.security import (
 )
 from dashboard.settings import DashboardSettings
 from dashboard.user_sessions import find_session_user
+from dashboard.views import register_blueprints
 from dashboard.worker.celery_app import create_celery
 
 logger = logging.getLogger("dashboard")
 
-NODE_MODULES = PACKAGE_DIR / "node_modules"
-PACKAGE_JSON = PACKAGE_DIR / "package.json"
 MAX_REQUEST_BYTES = 1024 * 1024
-
-
-class AssetsMissingError(RuntimeError):
-    """The pinned front-end packages are not installed; the message says how to install them."""
-
-
-@dataclass(frozen=True)
-class VendorAsset:
-    """A front-end file served from node_modules under a versioned name."""
-
-    url_name: str
-    path: Path
-
-
-def htmx_asset(node_modules: Path = NODE_MODULES, package_json: Path = PACKAGE_JSON) -> VendorAsset:
-    """The installed htmx, checked against the version `package.json` pins."""
-    pinned = json.loads(package_json.read_text())["dependencies"]["htmx.org"]
-    installed_json = node_modules / "htmx.org" / "package.json"
-    fix = f"run `npm ci --prefix {package_json.parent}` (it installs the pinned htmx.org {pinned})"
-    if not installed_json.is_file():
-        raise AssetsMissingError(f"htmx is not installed: {fix}")
-    installed = json.loads(installed_json.read_text())["version"]
-    if installed != pinned:
-        raise AssetsMissingError(f"htmx {installed} is installed but package.json pins {pinned}: {fix}")
-    return VendorAsset(f"htmx-{installed}.min.js", node_modules / "htmx.org" / "dist" / "htmx.min.js")
-
-
-@dataclass
-class DashboardState:
-    """What the app keeps on `app.extensions['dashboard']`."""
-
-    settings: DashboardSettings
-    discovery: DiscoveryCache
-    assets: dict[str, VendorAsset]
-    engine: AsyncEngine | None = None
-    sessions: Sessions | None = field(default=None, repr=False)
-    celery: Any = field(default=None, repr=False)
-
-
-def state() -> DashboardState:
-    """The running app's dashboard state."""
-    value: DashboardState = current_app.extensions["dashboard"]
-    return value
-
-
-@asynccontextmanager
-async def transaction() -> AsyncIterator[AsyncSession]:
-    """A session in a transaction that commits when the block ends without an error."""
-    sessions = state().sessions
-    if sessions is None:
-        raise RuntimeError("the database is not open: the app is not serving")
-    async with sessions.begin() as session:
-        yield session
-
-
-def current_user() -> User:
-    """The logged-in user (views behind the login guard only)."""
-    user: User = g.user
-    return user
 
 
 async def ensure_first_user(sessions: Sessions, settings: DashboardSettings) -> None:
@@ -191,7 +128,7 @@ async def _error_response(status: int, message: str) -> Response:
     if htmx.is_htmx():
         body = await render_template("_message.html", kind="error", message=message)
         response = Response(body, status=status)
-        response.headers["HX-Retarget"] = "#messages"
+        response.headers["HX-Retarget"] = htmx.error_target()
         response.headers["HX-Reswap"] = "innerHTML"
         return response
     body = await render_template("error.html", status=status, message=message)
@@ -256,8 +193,6 @@ def _register_templates(app: Quart, dashboard: DashboardState) -> None:
 def create_app(settings: DashboardSettings | None = None) -> Quart:
     """Build the dashboard app. The database opens when serving starts (and is checked to be at
     the newest migration); `settings` defaults to `DashboardSettings.from_env()`."""
-    from dashboard.views import register_blueprints
-
     settings = settings or DashboardSettings.from_env()
     settings.check_secret_key()
     install_key_ring(*settings.encryption_secrets)

@@ -4,8 +4,8 @@ Run `python -m dashboard migrate` first; the app refuses a database that is behi
 """
 
 from dashboard.app import create_app
-from dashboard.logs import configure_logging
 from dashboard.settings import DashboardSettings
+from podroute.logs import configure_logging
 
 settings = DashboardSettings.from_env()
 configure_logging(settings.log_level)

@@ -25,7 +25,6 @@ from dashboard.db import (
     require_current_schema,
     schema_status,
 )
-from dashboard.logs import configure_logging
 from dashboard.models import Deployment, EnvVar
 from dashboard.queries import add_audit_event, add_user, get_user_by_name
 from dashboard.secrets_at_rest import KeyRing, SecretsKeyError, install_key_ring
@@ -33,6 +32,7 @@ from dashboard.security import PasswordPolicyError, check_password_policy, hash_
 from dashboard.settings import DashboardSettings, SettingsError
 from dashboard.throttle import clear_throttles
 from dashboard.user_sessions import close_sessions
+from podroute.logs import configure_logging
 
 logger = logging.getLogger("dashboard.cli")
 

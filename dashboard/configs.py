@@ -199,11 +199,13 @@ def desired_config(snapshot: dict[str, Any], declared: dict[str, Any]) -> Desire
 
 
 def config_sources(endpoint: Endpoint, declared: dict[str, Any] | None) -> dict[str, str]:
-    """Field -> "code" or "override" for an endpoint's stored config (empty without the code)."""
+    """Field -> "code" or "override" for an endpoint's stored config, env keys as `env.<KEY>`
+    (the library's `resolve_config` decides; empty without the code's declaration)."""
     if declared is None:
         return {}
-    return dict(desired_config({"fields": state_of(endpoint).fields, "env": {
-        var.key: var.value for var in endpoint.env_vars}}, declared).sources)  # fmt: skip
+    env = {var.key: var.value for var in endpoint.env_vars}
+    desired = desired_config({"fields": state_of(endpoint).fields, "env": env}, declared)
+    return {**desired.sources, **{f"env.{key}": source for key, source in desired.env_sources.items()}}
 
 
 def snapshot_from_release(endpoint: Endpoint, config: dict[str, Any]) -> dict[str, Any]:

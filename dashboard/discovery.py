@@ -40,7 +40,7 @@ class DiscoveryError(RuntimeError):
     """Discovery could not run at all (timeout, crash, unreadable output)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DiscoveredRoute:
     """A route as its OpenAPI describes it."""
 
@@ -52,7 +52,7 @@ class DiscoveredRoute:
     body_schema: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DiscoveredResource:
     """A resource declared in a service, with its config (`Resource.to_config()`) and routes."""
 
@@ -64,7 +64,7 @@ class DiscoveredResource:
     routes: list[DiscoveredRoute]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ServiceError:
     """A service whose module failed to import or describe."""
 
@@ -72,7 +72,7 @@ class ServiceError:
     message: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Discovery:
     """Everything found in a project's services, and what failed."""
 

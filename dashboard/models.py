@@ -324,3 +324,24 @@ class SyncLock(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     owner: Mapped[str] = mapped_column(String(64), default="")
     until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class WorkerSample(Base):
+    """Worker counts by state of one provider endpoint at one moment, read by the sync where the
+    provider keeps no usage history itself (RunPod's health API): the workers chart and the cost
+    estimate of a RunPod environment come from these. Kept for `SAMPLES_KEPT_S`."""
+
+    __tablename__ = "worker_samples"
+    __table_args__ = (Index("ix_worker_samples_external_id_at", "external_id", "at"), AUTOINCREMENT)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    environment: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now, index=True)
+    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    billed: Mapped[int] = mapped_column(Integer, default=0)
+    """Workers that cost money at `at`: running, idle and initializing ones."""
+
+
+SAMPLES_KEPT_S = 7 * 86400
+"""How long worker samples are kept (the metrics page's longest window)."""

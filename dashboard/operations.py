@@ -44,6 +44,27 @@ async def _check_name_free(session: AsyncSession, name: str, endpoint_id: int | 
         raise NameTakenError(f"an endpoint named {name!r} already exists; choose another name")
 
 
+class TargetTakenError(ValueError):
+    """Another endpoint config already deploys this service's resource: both would land on one
+    provider endpoint per environment (the naming rule is per target), so the second is refused."""
+
+    def __init__(self, service: str, resource: str, other: Endpoint) -> None:
+        self.other = other
+        super().__init__(
+            f"{service}/{resource} is already deployed by the endpoint config {other.name!r} (id "
+            f"{other.id}); two configs of one resource would share its provider endpoints: edit "
+            f"{other.name!r} instead, or point this one at another resource"
+        )
+
+
+async def _check_target_free(session: AsyncSession, draft: EndpointDraft, endpoint_id: int | None) -> None:
+    if not draft.service or not draft.resource_name:
+        return  # not linked to code: nothing is deployed from it
+    for other in await find_endpoints_for_code(session, draft.service, draft.resource_name):
+        if other.id != endpoint_id:
+            raise TargetTakenError(draft.service, draft.resource_name, other)
+
+
 async def _flush(session: AsyncSession, name: str) -> None:
     try:
         await session.flush()
@@ -52,8 +73,9 @@ async def _flush(session: AsyncSession, name: str) -> None:
 
 
 async def create_endpoint(session: AsyncSession, user: User | None, draft: EndpointDraft) -> Endpoint:
-    """Store a new endpoint config and audit it."""
+    """Store a new endpoint config and audit it (NameTakenError, TargetTakenError)."""
     await _check_name_free(session, draft.resource.name, None)
+    await _check_target_free(session, draft, None)
     endpoint = Endpoint(compute=draft.compute, version=1, created_at=utc_now(), updated_at=utc_now())
     endpoint.env_vars = []
     apply_draft(endpoint, draft)
@@ -66,10 +88,12 @@ async def create_endpoint(session: AsyncSession, user: User | None, draft: Endpo
 async def update_endpoint(
     session: AsyncSession, user: User | None, endpoint: Endpoint, draft: EndpointDraft, version: int | None
 ) -> dict[str, list[Any]]:
-    """Apply a draft to a stored endpoint (refusing a stale form) and audit what changed."""
+    """Apply a draft to a stored endpoint (refusing a stale form, a taken name or a resource another
+    config deploys) and audit what changed."""
     if version is not None and version != endpoint.version:
         raise VersionConflictError(endpoint.version)
     await _check_name_free(session, draft.resource.name, endpoint.id)
+    await _check_target_free(session, draft, endpoint.id)
     before = state_of(endpoint)
     apply_draft(endpoint, draft)
     changes = describe_changes(before, state_of(endpoint))
@@ -163,7 +187,8 @@ async def plan_import(session: AsyncSession, discovery: Discovery) -> list[Impor
             names = ", ".join(endpoint.name for endpoint in matches)
             warning = (
                 f"{len(matches)} stored endpoints deploy {found.service}/{found.resource} ({names}): "
-                "import cannot tell which one to update; delete or re-point all but one, then import"
+                "import cannot tell which one to update; delete or re-point all but one, then import "
+                "(saving refuses a second config of one resource; these predate that rule)"
             )
             items.append(ImportItem(found, "ambiguous", None, warning=warning))
             continue

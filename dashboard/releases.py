@@ -1,18 +1,16 @@
 """The web side of builds and deployments: write the intent (a row) and its audit event.
 
 Each function takes the session first and flushes; the view commits and only then enqueues the
-task, so a worker never looks for a row that is not there yet.
+task, so a worker never looks for a row that is not there yet. Scaling is in `dashboard.scaling`,
+the drift actions in `dashboard.drift`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from dashboard.configs import ConfigState, describe_changes, resource_of, state_of
-from dashboard.forms import INT_MAX
 from dashboard.images import check_image_reference
 from dashboard.models import Build, Deployment, Endpoint, User, utc_now
 from dashboard.queries import (
@@ -22,18 +20,7 @@ from dashboard.queries import (
     latest_build,
     live_deployments,
 )
-from podroute.resources import FieldProblem, ResourceConfigError
-
-SCALING_FIELDS: dict[str, str] = {
-    "workersMin": "workers_min",
-    "workersMax": "workers_max",
-    "idleTimeout": "idle_timeout",
-    "scalerValue": "scaler_value",
-}
-"""The scaling controls: Flash field -> Endpoint column."""
-
-SCALING_COLUMNS: dict[str, str] = {**SCALING_FIELDS, "executionTimeoutMs": "execution_timeout_ms"}
-"""Every field a provider scales at once: Flash field -> Endpoint column."""
+from dashboard.snapshots import config_snapshot, draft_changes, restored_by_rollback
 
 
 class ReleaseConflictError(RuntimeError):
@@ -52,44 +39,8 @@ class DraftDiffersError(ReleaseConflictError):
         )
 
 
-def config_snapshot(endpoint: Endpoint) -> dict[str, Any]:
-    """What a deployment deploys: the config fields, the env (secret values included: never shown)."""
-    state = state_of(endpoint)
-    return {
-        "fields": state.fields,
-        "env": {key: value for key, (value, _secret) in state.env.items()},
-        "secrets": sorted(key for key, (_value, secret) in state.env.items() if secret),
-    }
-
-
-def _state(config: dict[str, Any]) -> ConfigState:
-    secrets = set(config.get("secrets", []))
-    return ConfigState(
-        dict(config.get("fields", {})),
-        {key: (value, key in secrets) for key, value in config.get("env", {}).items()},
-    )
-
-
-def release_diff(release: Deployment, current: Deployment) -> dict[str, list[Any]]:
-    """Field -> [in `release`, in `current`] for config and build; secrets appear only as '***'."""
-    changes = describe_changes(_state(release.config), _state(current.config))
-    old_hash, new_hash = release.build_hash, current.build_hash
-    if old_hash != new_hash:
-        changes = {"build": [old_hash[:12] or None, new_hash[:12] or None], **changes}
-    return changes
-
-
-def draft_changes(current: Deployment, endpoint: Endpoint) -> dict[str, list[Any]]:
-    """Field -> [serving, draft]: how the stored draft differs from the config `current` released."""
-    return describe_changes(_state(current.config), state_of(endpoint))
-
-
-def restored_by_rollback(current: Deployment) -> bool:
-    """True when what serves came from a rollback (also after scaling the restored release)."""
-    return current.action == "rollback" or (current.action == "scale" and current.rollback_of_id is not None)
-
-
-async def _refuse_if_busy(session: AsyncSession, endpoint: Endpoint, environment: str) -> None:
+async def refuse_if_busy(session: AsyncSession, endpoint: Endpoint, environment: str) -> None:
+    """ReleaseConflictError when an operation is still running for the endpoint in `environment`."""
     running = await active_deployment(session, endpoint.id, environment)
     if running is not None:
         raise ReleaseConflictError(
@@ -114,6 +65,19 @@ async def queue_build(session: AsyncSession, user: User, endpoint: Endpoint) -> 
     return build
 
 
+def deployable_build(build: Build | None, environment: str, provider: str) -> Build:
+    """`build` (the newest successful one), or ReleaseConflictError saying why it cannot be
+    deployed to `environment`: there is none yet, or RunPod needs an image it does not have."""
+    if build is None:
+        raise ReleaseConflictError("there is no successful build yet: press Build first")
+    if provider == "runpod" and not build.image:
+        raise ReleaseConflictError(
+            f"build #{build.id} has no image, and {environment} deploys to RunPod, which runs images: "
+            "build and push it with the commands in the build panel, then paste the image reference"
+        )
+    return build
+
+
 async def queue_deploy(
     session: AsyncSession,
     user: User,
@@ -128,20 +92,13 @@ async def queue_deploy(
     After a rollback, DraftDiffersError asks first (unless `confirm_draft`) when the draft differs
     from the restored config, so a rolled-back change never comes back silently.
     """
-    await _refuse_if_busy(session, endpoint, environment)
+    await refuse_if_busy(session, endpoint, environment)
     current = await current_deployment(session, endpoint.id, environment)
     if current is not None and restored_by_rollback(current) and not confirm_draft:
         changes = draft_changes(current, endpoint)
         if changes:
             raise DraftDiffersError(current, changes)
-    build = await latest_build(session, endpoint.id, succeeded=True)
-    if build is None:
-        raise ReleaseConflictError("there is no successful build yet: press Build first")
-    if provider == "runpod" and not build.image:
-        raise ReleaseConflictError(
-            f"build #{build.id} has no image, and {environment} deploys to RunPod, which runs images: "
-            "build and push it with the commands in the build panel, then paste the image reference"
-        )
+    build = deployable_build(await latest_build(session, endpoint.id, succeeded=True), environment, provider)
     deployment = Deployment(
         endpoint_id=endpoint.id,
         build_id=build.id,
@@ -189,7 +146,7 @@ async def queue_rollback(
 ) -> Deployment:
     """A queued rollback to `target`: its build and the whole config it ran with (scaling included)."""
     environment = target.environment
-    await _refuse_if_busy(session, endpoint, environment)
+    await refuse_if_busy(session, endpoint, environment)
     current = await current_deployment(session, endpoint.id, environment)
     if current is None:
         raise ReleaseConflictError(f"nothing is deployed in {environment}: deploy first")
@@ -231,7 +188,7 @@ async def queue_undeploy(
     session: AsyncSession, user: User, endpoint: Endpoint, environment: str
 ) -> Deployment:
     """A queued undeploy of whatever serves the environment."""
-    await _refuse_if_busy(session, endpoint, environment)
+    await refuse_if_busy(session, endpoint, environment)
     current = await current_deployment(session, endpoint.id, environment)
     if current is None:
         raise ReleaseConflictError(f"nothing is deployed in {environment}")
@@ -255,129 +212,6 @@ async def queue_undeploy(
     await session.flush()
     await add_audit_event(session, user, "undeploy", endpoint, {"environment": [environment, None]})
     return deployment
-
-
-@dataclass
-class ScalingForm:
-    """The scaling controls as typed, with errors beside each field."""
-
-    values: dict[str, str]
-    errors: dict[str, list[str]]
-
-    @classmethod
-    def of(cls, endpoint: Endpoint) -> ScalingForm:
-        """The form showing the endpoint's stored scaling."""
-        return cls({flash: str(getattr(endpoint, column)) for flash, column in SCALING_FIELDS.items()}, {})
-
-
-def parse_scaling(endpoint: Endpoint, data: Any) -> tuple[ScalingForm, dict[str, int] | None]:
-    """Read the scaling form; validate the endpoint's whole config with it (podroute's rules)."""
-    form = ScalingForm({flash: str(data.get(flash, "")).strip()[:12] for flash in SCALING_FIELDS}, {})
-    wanted: dict[str, int] = {}
-    for flash, text in form.values.items():
-        try:
-            wanted[flash] = int(text)
-        except ValueError:
-            form.errors.setdefault(flash, []).append("enter a whole number")
-            continue
-        if not 0 <= wanted[flash] <= INT_MAX:
-            form.errors.setdefault(flash, []).append(f"must be between 0 and {INT_MAX}")
-    if form.errors:
-        return form, None
-    before = {column: getattr(endpoint, column) for column in SCALING_FIELDS.values()}
-    try:
-        for flash, column in SCALING_FIELDS.items():
-            setattr(endpoint, column, wanted[flash])
-        resource_of(endpoint)
-    except ResourceConfigError as error:
-        _add_problems(form, error.problems)
-        return form, None
-    finally:
-        for column, value in before.items():
-            setattr(endpoint, column, value)
-    return form, wanted
-
-
-def _add_problems(form: ScalingForm, problems: list[FieldProblem]) -> None:
-    for problem in problems:
-        named = [flash for flash in SCALING_FIELDS if flash in problem.field or flash in problem.message]
-        for flash in named or ["workersMax"]:
-            form.errors.setdefault(flash, []).append(problem.message)
-
-
-async def apply_scaling(
-    session: AsyncSession, user: User, endpoint: Endpoint, wanted: dict[str, int]
-) -> dict[str, list[Any]]:
-    """Store validated scaling on the endpoint (the desired state) and audit it; returns the changes."""
-    changes = {
-        flash: [getattr(endpoint, column), wanted[flash]]
-        for flash, column in SCALING_FIELDS.items()
-        if getattr(endpoint, column) != wanted[flash]
-    }
-    if changes:
-        for flash, column in SCALING_FIELDS.items():
-            setattr(endpoint, column, wanted[flash])
-        endpoint.version += 1
-        endpoint.updated_at = utc_now()
-        await session.flush()
-        await add_audit_event(session, user, "scale", endpoint, changes)
-    return changes
-
-
-@dataclass
-class ScalingPlan:
-    """What saving the scaling controls queued: one `scale` row per live environment, and the
-    environments where an operation is running (they get the new scaling with their next deploy)."""
-
-    changes: dict[str, list[Any]]
-    rows: list[Deployment]
-    busy: list[str]
-
-
-async def queue_scaling(
-    session: AsyncSession, user: User, endpoint: Endpoint, wanted: dict[str, int], environments: list[str]
-) -> ScalingPlan:
-    """Store the scaling and queue a `scale` history entry for every environment it is live in.
-
-    Each entry snapshots the serving config with the new scaling: past rows never change, and the
-    history shows the scaling change with its diff. The sync applies entries whose task never ran.
-    """
-    changes = await apply_scaling(session, user, endpoint, wanted)
-    plan = ScalingPlan(changes, [], [])
-    if not changes:
-        return plan
-    for environment in environments:
-        current = await current_deployment(session, endpoint.id, environment)
-        if current is None:
-            continue
-        if await active_deployment(session, endpoint.id, environment) is not None:
-            plan.busy.append(environment)
-            continue
-        fields = {**current.config.get("fields", {}), **wanted}
-        if fields == current.config.get("fields", {}):
-            continue
-        diff = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in changes.items())
-        row = Deployment(
-            endpoint_id=endpoint.id,
-            build_id=current.build_id,
-            environment=environment,
-            provider=current.provider,
-            action="scale",
-            status="queued",
-            step="queued",
-            external_id=current.external_id,
-            url=current.url,
-            release=current.release,
-            build_hash=current.build_hash,
-            rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
-            config={**current.config, "fields": fields},
-            created_by=user.username,
-            log=[f"queued: scaling {diff}"],
-        )
-        session.add(row)
-        plan.rows.append(row)
-    await session.flush()
-    return plan
 
 
 async def queue_undeploy_all_then_delete(
@@ -411,81 +245,3 @@ async def queue_undeploy_all_then_delete(
         {"undeploy": [None, sorted(row.environment for row in queued)]},
     )
     return queued
-
-
-def _follow_up(current: Deployment, user: User, action: str, config: dict[str, Any], line: str) -> Deployment:
-    """A queued operation on the serving endpoint that keeps its release (scale, apply, adopt)."""
-    return Deployment(
-        endpoint_id=current.endpoint_id,
-        build_id=current.build_id,
-        environment=current.environment,
-        provider=current.provider,
-        action=action,
-        status="queued",
-        step="queued",
-        external_id=current.external_id,
-        url=current.url,
-        release=current.release,
-        build_hash=current.build_hash,
-        rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
-        config=config,
-        observed={"drift": list(current.observed.get("drift", []))},
-        created_by=user.username,
-        log=[line],
-    )
-
-
-async def _serving_with_drift(session: AsyncSession, endpoint: Endpoint, environment: str) -> Deployment:
-    await _refuse_if_busy(session, endpoint, environment)
-    current = await current_deployment(session, endpoint.id, environment)
-    if current is None:
-        raise ReleaseConflictError(f"nothing is deployed in {environment}")
-    if not current.observed.get("drift"):
-        raise ReleaseConflictError(f"{environment} serves the stored config; there is no drift to end")
-    return current
-
-
-async def queue_apply_stored(
-    session: AsyncSession, user: User, endpoint: Endpoint, environment: str
-) -> Deployment:
-    """Queue "apply stored config": the provider serves the serving row's snapshot again."""
-    current = await _serving_with_drift(session, endpoint, environment)
-    names = ", ".join(f["name"] for f in current.observed["drift"])
-    row = _follow_up(current, user, "apply", current.config, f"queued: apply the stored config ({names})")
-    session.add(row)
-    await session.flush()
-    await add_audit_event(session, user, "apply-stored", endpoint, {"environment": [None, environment]})
-    return row
-
-
-async def queue_adopt_serving(
-    session: AsyncSession, user: User, endpoint: Endpoint, environment: str
-) -> Deployment:
-    """Queue "adopt serving config": the serving scaling becomes the stored (and desired) one.
-
-    The new entry snapshots the serving values; the endpoint's scaling controls take them too.
-    Env keys and builds cannot be adopted from a provider (it keeps no env values, and a build is
-    a release): for those, deploy or apply the stored config.
-    """
-    current = await _serving_with_drift(session, endpoint, environment)
-    drift = {f["name"]: f["serving"] for f in current.observed["drift"]}
-    scaling = {name: int(value) for name, value in drift.items() if name in SCALING_COLUMNS}
-    if not scaling:
-        raise ReleaseConflictError(
-            f"{environment} differs in {', '.join(drift)}, which only a release changes: deploy, or "
-            "apply the stored config"
-        )
-    fields = {**current.config.get("fields", {}), **scaling}
-    changes = {name: [current.config.get("fields", {}).get(name), value] for name, value in scaling.items()}
-    for name, value in scaling.items():
-        setattr(endpoint, SCALING_COLUMNS[name], value)
-    endpoint.version += 1
-    endpoint.updated_at = utc_now()
-    line = "queued: adopt the serving " + ", ".join(f"{k}={v}" for k, v in scaling.items())
-    row = _follow_up(current, user, "adopt", {**current.config, "fields": fields}, line)
-    session.add(row)
-    await session.flush()
-    await add_audit_event(
-        session, user, "adopt-serving", endpoint, {"environment": [None, environment], **changes}
-    )
-    return row

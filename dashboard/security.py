@@ -190,5 +190,5 @@ def is_public_request() -> bool:
 
 
 def app_settings() -> Any:
-    """The running app's settings (typed in `dashboard.app`)."""
+    """The running app's settings (typed in `dashboard.context`)."""
     return current_app.extensions["dashboard"].settings

@@ -12,6 +12,18 @@ from typing import Any, Literal
 from sqlalchemy.engine import make_url
 
 from dashboard import REPO_ROOT
+from podroute.settings import (
+    LOG_LEVELS,
+    SettingsError,
+    log_level_from,
+    read_flag,
+    read_int,
+    read_list,
+    read_number,
+    read_text,
+)
+
+__all__ = ["DashboardSettings", "SettingsError", "async_database_url"]
 
 Environment = Literal["development", "production"]
 
@@ -22,7 +34,6 @@ KNOWN_DEFAULT_SECRETS = frozenset({DEV_SECRET_KEY, "changeme", "change-me", "sec
 """Secrets that are public knowledge and therefore refused in production."""
 
 MIN_SECRET_LENGTH = 32
-LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 DEFAULT_FLASH_PORT = 8888
 """The dev server's port (`FLASH_PORT`, as in Flash)."""
 DEFAULT_RUNTIME_PORT = 8800
@@ -35,38 +46,6 @@ DEFAULT_RUNTIME_URL = f"http://localhost:{DEFAULT_RUNTIME_PORT}"
 PROVIDERS = ("local", "runpod")
 _ENVIRONMENT_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 _ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
-
-
-class SettingsError(ValueError):
-    """An environment variable has a value the dashboard cannot use; the message says the fix."""
-
-
-def _text(environ: Mapping[str, str], key: str, default: str = "") -> str:
-    return environ.get(key, "").strip() or default
-
-
-def _int(environ: Mapping[str, str], key: str, default: int, *, minimum: int, maximum: int) -> int:
-    raw = environ.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a whole number") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{key}={value} must be between {minimum} and {maximum}")
-    return value
-
-
-def _bool(environ: Mapping[str, str], key: str) -> bool | None:
-    raw = environ.get(key, "").strip().lower()
-    if not raw:
-        return None
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{key}={raw!r} must be 1/true/yes/on or 0/false/no/off")
 
 
 def async_database_url(url: str) -> str:
@@ -111,12 +90,16 @@ class DashboardSettings:
     runtime_token: str = field(default="", repr=False)
     runtime_token_file: Path | None = None
     runpod_api_key: str = field(default="", repr=False)
+    runpod_api: Literal["rest", "graphql"] = "rest"
+    """Which RunPod management API the provider speaks (`PODROUTE_RUNPOD_API`, as for the CLI)."""
     providers: tuple[tuple[str, str], ...] = ()
     broker_url: str = field(default="", repr=False)
     redis_url: str = field(default="", repr=False)
     celery_queue: str = "dashboard"
     sync_interval_s: float = 10.0
     lease_s: float = 30.0
+    usage_interval_s: float = 60.0
+    """How often the sync samples worker counts where the provider keeps no history (RunPod)."""
     deploy_timeout_s: float = 300.0
     docker_registry: str = ""
 
@@ -133,6 +116,8 @@ class DashboardSettings:
                     f"DASHBOARD_ENVIRONMENTS: {name!r} is not a valid environment name "
                     "(lowercase letters, digits and '-', starting with a letter, at most 32)"
                 )
+        if self.runpod_api not in ("rest", "graphql"):
+            raise SettingsError(f"PODROUTE_RUNPOD_API={self.runpod_api!r} must be 'rest' or 'graphql'")
         if not self.environments:
             raise SettingsError("DASHBOARD_ENVIRONMENTS is empty; name at least one, e.g. 'production'")
         for environment, provider in self.providers:
@@ -247,99 +232,80 @@ class DashboardSettings:
         (300: how long failures count, and the longest delay), LOG_LEVEL (INFO).
 
         Deploying: DASHBOARD_ENVIRONMENTS (production,staging), DASHBOARD_PROVIDER_<ENV> (local |
-        runpod), PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
+        runpod), PODROUTE_RUNPOD_API (rest | graphql: RunPod's management API),
+        PODROUTE_RUNTIME_URL (http://localhost:$PODROUTE_RUNTIME_PORT, the port defaulting
         to 8800), PODROUTE_RUNTIME_TOKEN or
         PODROUTE_RUNTIME_TOKEN_FILE (<project>/.podroute/runtime/token), RUNPOD_API_KEY,
         CELERY_BROKER_URL or REDIS_URL (default: a SQLite file in the data dir), DASHBOARD_CELERY_QUEUE
         (dashboard),
         DASHBOARD_SYNC_INTERVAL_S (10), DASHBOARD_LEASE_S (30), DASHBOARD_DEPLOY_TIMEOUT_S (300),
+        DASHBOARD_USAGE_INTERVAL_S (60: how often RunPod endpoints' worker counts are sampled),
         DASHBOARD_DOCKER_REGISTRY (unset: paste image references; set, e.g. ghcr.io/acme: the worker
         builds and pushes each build's image when a Docker engine answers). RunPod's API base URLs
         come from the RUNPOD_* variables `podroute.providers.runpod.http.RunPodSettings.from_env` reads.
         """
         env = os.environ if environ is None else environ
-        hosts = tuple(
-            h.strip().lower() for h in env.get("DASHBOARD_TRY_IT_HOSTS", "").split(",") if h.strip()
-        )
         return cls(
-            environment=_text(env, "DASHBOARD_ENV", "production").lower(),  # type: ignore[arg-type]
-            host=_text(env, "DASHBOARD_HOST", "localhost"),
-            port=_int(env, "DASHBOARD_PORT", 8080, minimum=0, maximum=65535),
-            data_dir=Path(_text(env, "DASHBOARD_DATA_DIR", str(REPO_ROOT / ".podroute"))).expanduser(),
-            database_url=_text(env, "DATABASE_URL"),
+            environment=read_text(env, "DASHBOARD_ENV", "production").lower(),  # type: ignore[arg-type]
+            host=read_text(env, "DASHBOARD_HOST", "localhost"),
+            port=read_int(env, "DASHBOARD_PORT", 8080, minimum=0, maximum=65535),
+            data_dir=Path(read_text(env, "DASHBOARD_DATA_DIR", str(REPO_ROOT / ".podroute"))).expanduser(),
+            database_url=read_text(env, "DATABASE_URL"),
             secret_key=env.get("DASHBOARD_SECRET_KEY", "").strip(),
-            old_secret_keys=tuple(
-                k.strip() for k in env.get("DASHBOARD_OLD_SECRET_KEYS", "").split(",") if k.strip()
-            ),
-            admin_user=_text(env, "DASHBOARD_ADMIN_USER", "admin"),
+            old_secret_keys=read_list(env, "DASHBOARD_OLD_SECRET_KEYS"),
+            admin_user=read_text(env, "DASHBOARD_ADMIN_USER", "admin"),
             admin_password=env.get("DASHBOARD_ADMIN_PASSWORD", ""),
-            project_dir=Path(_text(env, "DASHBOARD_PROJECT_DIR", str(REPO_ROOT))).expanduser(),
-            try_it_base_url=_text(env, "DASHBOARD_TRY_IT_URL") or _dev_server_url(env),
-            try_it_hosts=hosts,
-            log_level=_text(env, "LOG_LEVEL", "INFO").upper(),
-            secure_cookies=_bool(env, "DASHBOARD_SECURE_COOKIES"),
-            login_max_failures=_int(env, "DASHBOARD_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
-            login_window_s=_int(env, "DASHBOARD_LOGIN_WINDOW_S", 300, minimum=1, maximum=86400),
-            login_delay_s=_float(env, "DASHBOARD_LOGIN_DELAY_S", 2.0, minimum=0.1, maximum=3600),
+            project_dir=Path(read_text(env, "DASHBOARD_PROJECT_DIR", str(REPO_ROOT))).expanduser(),
+            try_it_base_url=read_text(env, "DASHBOARD_TRY_IT_URL") or _dev_server_url(env),
+            try_it_hosts=read_list(env, "DASHBOARD_TRY_IT_HOSTS", lower=True),
+            log_level=log_level_from(env),
+            secure_cookies=read_flag(env, "DASHBOARD_SECURE_COOKIES"),
+            login_max_failures=read_int(env, "DASHBOARD_LOGIN_MAX_FAILURES", 5, minimum=1, maximum=1000),
+            login_window_s=read_int(env, "DASHBOARD_LOGIN_WINDOW_S", 300, minimum=1, maximum=86400),
+            login_delay_s=read_number(env, "DASHBOARD_LOGIN_DELAY_S", 2.0, minimum=0.1, maximum=3600),
             **_deploy_settings(env),
         )
 
 
-def _float(environ: Mapping[str, str], key: str, default: float, *, minimum: float, maximum: float) -> float:
-    raw = environ.get(key, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a number") from None
-    if not minimum <= value <= maximum:
-        raise SettingsError(f"{key}={value:g} must be between {minimum:g} and {maximum:g}")
-    return value
-
-
 def _local_host(environ: Mapping[str, str], key: str) -> str:
-    host = _text(environ, key, "localhost")
+    host = read_text(environ, key, "localhost")
     return "localhost" if host in _ANY_ADDRESS else host
 
 
 def _dev_server_url(environ: Mapping[str, str]) -> str:
     """The try-it base: the dev server at FLASH_HOST:FLASH_PORT, with the service's prefix."""
-    port = _int(environ, "FLASH_PORT", DEFAULT_FLASH_PORT, minimum=1, maximum=65535)
+    port = read_int(environ, "FLASH_PORT", DEFAULT_FLASH_PORT, minimum=1, maximum=65535)
     return f"http://{_local_host(environ, 'FLASH_HOST')}:{port}/{{service}}"
 
 
 def _runtime_url(environ: Mapping[str, str]) -> str:
     """The local runtime gateway at PODROUTE_RUNTIME_HOST:PODROUTE_RUNTIME_PORT."""
-    port = _int(environ, "PODROUTE_RUNTIME_PORT", DEFAULT_RUNTIME_PORT, minimum=1, maximum=65535)
+    port = read_int(environ, "PODROUTE_RUNTIME_PORT", DEFAULT_RUNTIME_PORT, minimum=1, maximum=65535)
     return f"http://{_local_host(environ, 'PODROUTE_RUNTIME_HOST')}:{port}"
 
 
 def _deploy_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    environments = (
-        tuple(
-            name.strip().lower() for name in env.get("DASHBOARD_ENVIRONMENTS", "").split(",") if name.strip()
-        )
-        or DEFAULT_ENVIRONMENTS
-    )
+    environments = read_list(env, "DASHBOARD_ENVIRONMENTS", lower=True) or DEFAULT_ENVIRONMENTS
     providers = tuple(
-        (name, _text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}").lower())
+        (name, read_text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}").lower())
         for name in environments
-        if _text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}")
+        if read_text(env, f"DASHBOARD_PROVIDER_{name.upper().replace('-', '_')}")
     )
-    token_file = _text(env, "PODROUTE_RUNTIME_TOKEN_FILE")
+    token_file = read_text(env, "PODROUTE_RUNTIME_TOKEN_FILE")
     return {
         "environments": environments,
         "providers": providers,
-        "runtime_url": (_text(env, "PODROUTE_RUNTIME_URL") or _runtime_url(env)).rstrip("/"),
+        "runtime_url": (read_text(env, "PODROUTE_RUNTIME_URL") or _runtime_url(env)).rstrip("/"),
         "runtime_token": env.get("PODROUTE_RUNTIME_TOKEN", "").strip(),
         "runtime_token_file": Path(token_file).expanduser() if token_file else None,
         "runpod_api_key": env.get("RUNPOD_API_KEY", "").strip(),
-        "broker_url": _text(env, "CELERY_BROKER_URL"),
-        "redis_url": _text(env, "REDIS_URL"),
-        "celery_queue": _text(env, "DASHBOARD_CELERY_QUEUE", "dashboard"),
-        "sync_interval_s": _float(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
-        "lease_s": _float(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
-        "deploy_timeout_s": _float(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
-        "docker_registry": _text(env, "DASHBOARD_DOCKER_REGISTRY").rstrip("/"),
+        "runpod_api": read_text(env, "PODROUTE_RUNPOD_API", "rest").lower(),
+        "broker_url": read_text(env, "CELERY_BROKER_URL"),
+        "redis_url": read_text(env, "REDIS_URL"),
+        "celery_queue": read_text(env, "DASHBOARD_CELERY_QUEUE", "dashboard"),
+        "sync_interval_s": read_number(env, "DASHBOARD_SYNC_INTERVAL_S", 10.0, minimum=0.2, maximum=3600),
+        "lease_s": read_number(env, "DASHBOARD_LEASE_S", 30.0, minimum=1, maximum=3600),
+        "usage_interval_s": read_number(env, "DASHBOARD_USAGE_INTERVAL_S", 60.0, minimum=0.2, maximum=3600),
+        "deploy_timeout_s": read_number(env, "DASHBOARD_DEPLOY_TIMEOUT_S", 300.0, minimum=5, maximum=7200),
+        "docker_registry": read_text(env, "DASHBOARD_DOCKER_REGISTRY").rstrip("/"),
     }

@@ -6,12 +6,37 @@ from __future__ import annotations
 from quart import Quart, Response, redirect, send_file, send_from_directory
 from werkzeug.exceptions import NotFound
 
-from dashboard.views import audit, auth, deployments, endpoints, imports, metrics, orphans
+from dashboard.views import (
+    audit,
+    auth,
+    builds,
+    deployments,
+    endpoints,
+    imports,
+    logstream,
+    metrics,
+    orphans,
+    scaling,
+)
+from dashboard.views.badges import status_badge, status_label
 
 
 def register_blueprints(app: Quart) -> None:
-    """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`."""
-    for module in (auth, endpoints, deployments, metrics, imports, audit, orphans):
+    """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`, and the
+    templates' status badge helpers."""
+    app.jinja_env.globals.update(status_badge=status_badge, status_label=status_label)
+    for module in (
+        auth,
+        endpoints,
+        builds,
+        deployments,
+        scaling,
+        metrics,
+        logstream,
+        imports,
+        audit,
+        orphans,
+    ):
         app.register_blueprint(module.blueprint)
 
     async def vendor(filename: str) -> Response:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from quart import Blueprint, render_template, request
 
-from dashboard.app import transaction
+from dashboard.context import transaction
 from dashboard.queries import existing_endpoint_ids, list_audit_events
 
 blueprint = Blueprint("audit", __name__, url_prefix="/audit")

@@ -11,7 +11,7 @@ import logging
 
 from quart import Blueprint, Response, flash, redirect, render_template, request, session
 
-from dashboard.app import current_user, state, transaction
+from dashboard.context import current_user, state, transaction
 from dashboard.models import USERNAME_MAX, utc_now
 from dashboard.queries import add_audit_event, get_user_by_name
 from dashboard.security import (

@@ -7,10 +7,10 @@ import logging
 from quart import Blueprint, Response, flash, redirect, render_template, request
 
 from dashboard import htmx
-from dashboard.app import current_user, state, transaction
 from dashboard.configs import FIELD_LABELS
+from dashboard.context import current_user, state, transaction
 from dashboard.discovery import Discovery, DiscoveryError
-from dashboard.operations import apply_import, plan_import
+from dashboard.operations import NameTakenError, TargetTakenError, apply_import, plan_import
 
 logger = logging.getLogger("dashboard.imports")
 blueprint = Blueprint("imports", __name__, url_prefix="/import")
@@ -58,9 +58,12 @@ async def apply() -> Response:
         return await _render(
             discovery, None, 409, "the code changed since this preview: review the changes again"
         )
-    async with transaction() as db:
-        items = [item for item in await plan_import(db, discovery) if item.key in chosen]
-        outcome = await apply_import(db, current_user(), items)
+    try:
+        async with transaction() as db:
+            items = [item for item in await plan_import(db, discovery) if item.key in chosen]
+            outcome = await apply_import(db, current_user(), items)
+    except (NameTakenError, TargetTakenError) as error:  # a config saved meanwhile: nothing imported
+        return await _render(discovery, None, 409, f"nothing was imported: {error}")
     logger.info(
         "imported from code",
         extra={

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dashboard.app import transaction
+from dashboard.context import transaction
 from dashboard.htmx import GoneError
 from dashboard.models import Endpoint, as_utc
 from dashboard.queries import deletion_event, get_endpoint

@@ -6,7 +6,9 @@
     /endpoints/<id>/metrics/logs?request_id=&worker=       worker log lines (of one request)
 
 Charts are server-rendered SVG (`dashboard.charts`). Only the local runtime records per-route
-metrics; a RunPod environment shows why not (see the README, "On RunPod").
+metrics; a RunPod environment shows workers over time (the sync's health-API samples), a cost
+estimate from them and RunPod's bill for the window, and says what else it cannot show (README,
+"On RunPod").
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import httpx
 from quart import Blueprint, render_template, request
 from werkzeug.exceptions import NotFound
 
-from dashboard.app import state, transaction
 from dashboard.charts import Series, render_line_chart
+from dashboard.context import state, transaction
 from dashboard.models import Endpoint
 from dashboard.queries import current_deployment
+from dashboard.usage import endpoint_usage, read_samples
 from dashboard.views.loading import load_endpoint
 from podroute.providers.base import DeployError
 from podroute.providers.factory import read_runtime_token
@@ -29,6 +32,7 @@ from podroute.providers.factory import read_runtime_token
 blueprint = Blueprint("metrics", __name__)
 
 WINDOWS = ("15m", "1h", "24h", "7d")
+WINDOW_SECONDS = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 604800}
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx")
 
 
@@ -36,18 +40,25 @@ class RuntimeUnavailableError(Exception):
     """The local runtime cannot answer; the message says what to do."""
 
 
-async def _runtime_get(path: str, **params: str) -> Any:
+def runtime_headers() -> dict[str, str]:
+    """The local runtime's control-API credentials (RuntimeUnavailableError saying how to fix)."""
     settings = state().settings
     try:
         token = settings.runtime_token or read_runtime_token(settings.token_file)
     except DeployError as error:
         raise RuntimeUnavailableError(str(error)) from None
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _runtime_get(path: str, **params: str) -> Any:
+    settings = state().settings
+    headers = runtime_headers()
     try:
         async with httpx.AsyncClient(timeout=10) as client:
             response = await client.get(
                 f"{settings.runtime_url}/control{path}",
                 params=params,
-                headers={"Authorization": f"Bearer {token}"},
+                headers=headers,
             )
     except httpx.TransportError:
         raise RuntimeUnavailableError(
@@ -58,7 +69,15 @@ async def _runtime_get(path: str, **params: str) -> Any:
     return response.json()
 
 
-async def _context(endpoint_id: int) -> dict[str, Any]:
+RUNPOD_LIMITS = (
+    "per-route metrics, request logs and worker timelines are recorded by the local runtime "
+    "only; RunPod reports worker counts and the bill, not per-request data"
+)
+
+
+async def metrics_context(endpoint_id: int, *, usage: bool = False) -> dict[str, Any]:
+    """What every metrics view starts from: endpoint, environment, window, the serving row, and
+    `problem` when the view has nothing to show (not deployed; per-request data on RunPod)."""
     endpoint: Endpoint = await load_endpoint(endpoint_id)
     environment = request.args.get("env") or state().settings.environments[0]
     if environment not in state().settings.environments:
@@ -76,14 +95,13 @@ async def _context(endpoint_id: int) -> dict[str, Any]:
         "windows": WINDOWS,
         "current": current,
         "problem": None,
+        "usage_only": current is not None and current.provider != "local",
+        "limits": RUNPOD_LIMITS,
     }
     if current is None:
         context["problem"] = f"not deployed to {environment}"
-    elif current.provider != "local":
-        context["problem"] = (
-            "per-route metrics, request logs and worker timelines are recorded by the local runtime "
-            "only; RunPod reports worker counts and the bill, not per-request data"
-        )
+    elif context["usage_only"] and not usage:
+        context["problem"] = RUNPOD_LIMITS
     return context
 
 
@@ -132,16 +150,18 @@ def _charts(summary: dict[str, Any], window_s: float) -> list[Any]:
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics")
 async def overview(endpoint_id: int) -> str:
     """The overview page; its panel refreshes itself."""
-    return await render_template("metrics/overview.html", **await _context(endpoint_id))
+    return await render_template("metrics/overview.html", **await metrics_context(endpoint_id))
 
 
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/panel")
 async def panel(endpoint_id: int) -> str:
     """Charts, route table, worker timeline and recent scaling decisions (htmx fragment)."""
-    context = await _context(endpoint_id)
+    context = await metrics_context(endpoint_id, usage=True)
+    window_s = WINDOW_SECONDS[context["window"]]
+    if context["problem"] is None and context["usage_only"]:
+        return await _usage_panel(context, window_s)
     if context["problem"] is None:
         external = context["current"].external_id
-        window_s = {"15m": 900, "1h": 3600, "24h": 86400, "7d": 604800}[context["window"]]
         try:
             summary = await _runtime_get(f"/endpoints/{external}/metrics", window=context["window"])
             workers = await _runtime_get(f"/endpoints/{external}/workers", window="1h")
@@ -159,10 +179,41 @@ async def panel(endpoint_id: int) -> str:
     return await render_template("metrics/_panel.html", **context)
 
 
+async def _usage_panel(context: dict[str, Any], window_s: float) -> str:
+    """A RunPod environment: workers from the sync's samples, the estimate, and RunPod's bill."""
+    until = time.time()
+    since = until - window_s
+    current = context["current"]
+    async with transaction() as db:
+        samples = await read_samples(db, current.external_id, since)
+    usage = await endpoint_usage(state().settings, current, samples, since, until)
+    hourly = usage.price_per_hour or 0.0
+    workers = [(s.at, float(s.billed_workers)) for s in samples]
+    charts = [
+        render_line_chart(
+            "Workers (RunPod health API, sampled by the sync)",
+            [
+                Series("billed workers", workers),
+                Series("all workers", [(s.at, float(sum(s.counts.values()))) for s in samples]),
+            ],
+            since,
+            until,
+        ),
+        render_line_chart(
+            "Cost estimate (USD per hour, billed workers x price)",
+            [Series("USD/h", [(at, count * hourly) for at, count in workers])],
+            since,
+            until,
+        ),
+    ]
+    context.update(usage=usage, charts=charts, rendered_at=time.strftime("%H:%M:%S", time.gmtime()))
+    return await render_template("metrics/_usage.html", **context)
+
+
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/requests")
 async def requests_log(endpoint_id: int) -> str:
     """Recent requests, filtered by route, status class and request id."""
-    context = await _context(endpoint_id)
+    context = await metrics_context(endpoint_id)
     filters = {k: request.args.get(k, "").strip()[:200] for k in ("route", "status", "request_id")}
     if filters["status"] not in ("", *STATUS_CLASSES):
         filters["status"] = ""
@@ -184,7 +235,7 @@ async def requests_log(endpoint_id: int) -> str:
 @blueprint.get("/endpoints/<int:endpoint_id>/metrics/logs")
 async def worker_logs(endpoint_id: int) -> str:
     """Worker log lines: those carrying one request id, or one worker's last lines."""
-    context = await _context(endpoint_id)
+    context = await metrics_context(endpoint_id)
     request_id = request.args.get("request_id", "").strip()[:200]
     worker = request.args.get("worker", "").strip()[:64]
     context.update(request_id=request_id, worker=worker, lines=[])

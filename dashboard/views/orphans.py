@@ -13,7 +13,7 @@ from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from dashboard import htmx
-from dashboard.app import current_user, state, transaction
+from dashboard.context import current_user, state, transaction
 from dashboard.queries import add_audit_event, get_orphan, list_orphans
 from dashboard.worker.celery_app import send
 

@@ -9,9 +9,9 @@ once, separately: `celery -A dashboard.worker beat`.
 
 from __future__ import annotations
 
-from dashboard.logs import configure_logging
 from dashboard.settings import DashboardSettings
 from dashboard.worker.celery_app import create_celery
+from podroute.logs import configure_logging
 
 settings = DashboardSettings.from_env()
 configure_logging(settings.log_level)

@@ -41,7 +41,10 @@ def provider_settings(
                 f"or set DASHBOARD_PROVIDER_{environment.upper().replace('-', '_')}=local"
             )
         return ProviderSettings(
-            kind="runpod", runpod_api_key=settings.runpod_api_key, images=dict(images or {})
+            kind="runpod",
+            runpod_api=settings.runpod_api,
+            runpod_api_key=settings.runpod_api_key,
+            images=dict(images or {}),
         )
     return ProviderSettings(
         kind="local",

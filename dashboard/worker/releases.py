@@ -23,7 +23,14 @@ from dashboard.worker.builds import build_result
 from dashboard.worker.context import Context, TransientError, append_log, is_transient, note
 from podroute.deploy.model import SCALING_FIELDS, ActualEndpoint
 from podroute.deploy.preflight import SecretEnv
-from podroute.deploy.rollout import apply_scaling, find_endpoint, roll_back, roll_out, undeploy
+from podroute.deploy.rollout import (
+    RolloutEvent,
+    RolloutStep,
+    apply_scaling,
+    roll_back,
+    roll_out,
+    undeploy,
+)
 from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65, "ready": 100}
@@ -72,7 +79,16 @@ def summarize(endpoint: ActualEndpoint) -> dict[str, Any]:
         "inflight": details.get("inflight", 0),
         "scaling": {k: v for k, v in endpoint.serving.items() if k in SCALING_FIELDS},
         "decisions": [str(d) for d in details.get("decisions", [])[-5:]],
+        "release": _release_summary(endpoint),
     }
+
+
+def _release_summary(endpoint: ActualEndpoint) -> dict[str, Any] | None:
+    """The serving release (what "adopt serving config" takes over when the build drifted)."""
+    release = endpoint.release
+    if release is None:
+        return None
+    return {"number": release.number, "build": release.build, "deployed_by": release.deployed_by}
 
 
 class _Run:
@@ -117,7 +133,8 @@ class _Run:
             assert row is not None
             row.status, row.error, row.finished_at = status, error, utc_now()
             row.step = "done" if status in ("ready", "deleted") else "failed"
-            row.progress = 100
+            if status != "failed":
+                row.progress = 100  # a failure keeps the progress it stopped at
             row.lease_until, row.lease_owner = None, ""
             for name, value in values.items():
                 setattr(row, name, value)
@@ -188,15 +205,14 @@ def _deploy(
     if row.external_id:
         run.log(f"endpoint {row.external_id} was created or updated by an earlier attempt; resuming")
 
-    def progress(line: str) -> None:
-        if "waiting for /ping" in line:
-            found = find_endpoint(provider, target)
-            run.save(external_id=found.id if found else row.external_id, url=found.url if found else row.url)
-            run.step("wait", line)
-        elif "creating endpoint" in line or "rolling endpoint" in line:
-            run.step("release", line)
+    def progress(event: RolloutEvent) -> None:
+        if event.step is RolloutStep.WAIT and event.endpoint is not None:
+            run.save(external_id=event.endpoint.id, url=event.endpoint.url)  # a resumed run finds it
+            run.step("wait", event.line)
+        elif event.step is RolloutStep.RELEASE:
+            run.step("release", event.line)
         else:
-            run.log(line)
+            run.log(event.line)
 
     try:
         result = roll_out(

@@ -17,7 +17,14 @@ from podroute.deploy.environments import Environments
 from podroute.deploy.model import ActualEndpoint, Reconciliation, Target, endpoint_name, resolve_config
 from podroute.deploy.preflight import require_secrets
 from podroute.deploy.reconcile import reconcile, records_from_provider
-from podroute.deploy.rollout import apply_scaling, find_endpoint, roll_back, roll_out, undeploy
+from podroute.deploy.rollout import (
+    RolloutEvent,
+    apply_scaling,
+    find_endpoint,
+    roll_back,
+    roll_out,
+    undeploy,
+)
 from podroute.metrics_report import print_logs, print_route_tables
 from podroute.project import project_name, service_names
 from podroute.providers.base import DeployError, Provider
@@ -27,6 +34,10 @@ from podroute.providers.runpod.http import RunPodSettings
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def _rollout_progress(event: RolloutEvent) -> None:
+    _progress(event.line)
 
 
 def deployed_by() -> str:
@@ -121,7 +132,13 @@ def _send_one(
     existing = find_endpoint(provider, target)
     config = resolve_config(build.manifest["resource"], existing.overrides if existing else {})
     result = roll_out(
-        provider, target, build, config, deployed_by=deployed_by(), progress=_progress, timeout_s=args.timeout
+        provider,
+        target,
+        build,
+        config,
+        deployed_by=deployed_by(),
+        progress=_rollout_progress,
+        timeout_s=args.timeout,
     )
     return result.endpoint
 

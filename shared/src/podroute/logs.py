@@ -1,4 +1,10 @@
-"""Structured logging: one JSON object per line on stderr, level from `LOG_LEVEL`; a cheap access log."""
+"""Structured logging: one JSON object per line on stderr, level from `LOG_LEVEL`; a cheap access log.
+
+The one log format of PodRoute: the library, its CLI and runtime, and the dashboard (web app and
+Celery worker) all call `configure_logging`. A line is `{"ts", "level", "logger", "msg", ...extra,
+"exc"}`. Log calls pass facts as `extra={...}` and never secrets; as a second line of defence,
+extra fields whose names look secret (password, token, key, ...) are written as '***'.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +14,26 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
-_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+_STANDARD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+_SECRET_WORDS = ("password", "secret", "token", "authorization", "cookie", "key")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a field name that looks like it holds a secret (its value is never logged)."""
+    lowered = name.lower()
+    return any(word in lowered for word in _SECRET_WORDS)
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats records as JSON: ts, level, logger, msg, any `extra` fields, and exc."""
+    """Formats records as JSON: ts, level, logger, msg, any `extra` fields (secret-looking names
+    masked), and exc."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """One JSON line for the record."""
         entry: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -28,15 +43,15 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRIBUTES and not key.startswith("_"):
-                entry[key] = value
+                entry[key] = "***" if is_secret_name(key) else value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Send every log record to stderr as JSON lines, at `level` and above."""
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
+    """Send every log record to `stream` (stderr) as JSON lines, at `level` and above."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,4 +1,8 @@
-"""Typed settings, read from the environment once. Tests pass them explicitly instead."""
+"""Typed settings, read from the environment once. Tests pass them explicitly instead.
+
+The `read_*` functions are PodRoute's one environment parser: the library's settings and the
+dashboard's (`dashboard.settings`) read every variable through them, with the same messages.
+"""
 
 from __future__ import annotations
 
@@ -15,10 +19,24 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
 class SettingsError(ValueError):
-    """An environment variable has a value PodRoute cannot use."""
+    """An environment variable has a value PodRoute cannot use; the message says which and why."""
 
 
-def _int_from(environ: Mapping[str, str], key: str, default: int, *, minimum: int = 0) -> int:
+def read_text(environ: Mapping[str, str], key: str, default: str = "") -> str:
+    """`key`'s value with surrounding blanks removed, or `default` when unset or blank."""
+    return environ.get(key, "").strip() or default
+
+
+def read_list(environ: Mapping[str, str], key: str, *, lower: bool = False) -> tuple[str, ...]:
+    """`key` as a comma-separated list (blank items dropped; lower-cased with `lower`)."""
+    items = (item.strip() for item in environ.get(key, "").split(","))
+    return tuple(item.lower() if lower else item for item in items if item)
+
+
+def read_int(
+    environ: Mapping[str, str], key: str, default: int, *, minimum: int = 0, maximum: int | None = None
+) -> int:
+    """`key` as a whole number in [minimum, maximum] (`default` when unset); SettingsError otherwise."""
     raw = environ.get(key, "").strip()
     if not raw:
         return default
@@ -26,19 +44,39 @@ def _int_from(environ: Mapping[str, str], key: str, default: int, *, minimum: in
         value = int(raw)
     except ValueError:
         raise SettingsError(f"{key}={raw!r} is not a whole number") from None
-    if value < minimum:
+    if maximum is None and value < minimum:
         raise SettingsError(f"{key}={value} must be at least {minimum}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise SettingsError(f"{key}={value} must be between {minimum} and {maximum}")
     return value
 
 
-def _port_from(environ: Mapping[str, str], key: str, default: int) -> int:
-    port = _int_from(environ, key, default, minimum=0)
+def read_port(environ: Mapping[str, str], key: str, default: int) -> int:
+    """`key` as a TCP port, 0-65535 (`default` when unset)."""
+    port = read_int(environ, key, default, minimum=0)
     if port > 65535:
         raise SettingsError(f"{key}={port} is not a TCP port (0-65535)")
     return port
 
 
-def _seconds_from(environ: Mapping[str, str], key: str, default: float) -> float:
+def read_number(
+    environ: Mapping[str, str], key: str, default: float, *, minimum: float, maximum: float
+) -> float:
+    """`key` as a number in [minimum, maximum] (`default` when unset); SettingsError otherwise."""
+    raw = environ.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{key}={raw!r} is not a number") from None
+    if not minimum <= value <= maximum:
+        raise SettingsError(f"{key}={value:g} must be between {minimum:g} and {maximum:g}")
+    return value
+
+
+def read_seconds(environ: Mapping[str, str], key: str, default: float) -> float:
+    """`key` as a finite number of seconds above 0 (`default` when unset)."""
     raw = environ.get(key, "").strip()
     if not raw:
         return default
@@ -51,9 +89,21 @@ def _seconds_from(environ: Mapping[str, str], key: str, default: float) -> float
     return value
 
 
+def read_flag(environ: Mapping[str, str], key: str) -> bool | None:
+    """`key` as a yes/no switch (1/true/yes/on, 0/false/no/off), or None when unset."""
+    raw = environ.get(key, "").strip().lower()
+    if not raw:
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{key}={raw!r} must be 1/true/yes/on or 0/false/no/off")
+
+
 def log_level_from(environ: Mapping[str, str]) -> str:
     """`LOG_LEVEL` upper-cased and checked (default INFO)."""
-    level = environ.get("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+    level = read_text(environ, "LOG_LEVEL", "INFO").upper()
     if level not in LOG_LEVELS:
         raise SettingsError(f"LOG_LEVEL={level!r} is not one of {', '.join(LOG_LEVELS)}")
     return level
@@ -81,12 +131,12 @@ class AppSettings:
         `PODROUTE_WS_MAX_MESSAGE_BYTES`."""
         env = os.environ if environ is None else environ
         return cls(
-            max_body_bytes=_int_from(env, "PODROUTE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
-            max_message_bytes=_int_from(
+            max_body_bytes=read_int(env, "PODROUTE_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES, minimum=1),
+            max_message_bytes=read_int(
                 env, "PODROUTE_WS_MAX_MESSAGE_BYTES", DEFAULT_MAX_MESSAGE_BYTES, minimum=1
             ),
-            health_path=env.get("HEALTH_CHECK_PATH", "").strip() or "/ping",
-            body_timeout=_seconds_from(env, "PODROUTE_BODY_TIMEOUT", 60.0),
+            health_path=read_text(env, "HEALTH_CHECK_PATH", "/ping"),
+            body_timeout=read_seconds(env, "PODROUTE_BODY_TIMEOUT", 60.0),
         )
 
 
@@ -126,16 +176,16 @@ class ServerSettings:
         `PODROUTE_MAX_HEADER_BYTES`, `PODROUTE_MAX_URL_BYTES`, `PODROUTE_MAX_HEADERS`.
         """
         env = os.environ if environ is None else environ
-        port = _port_from(env, "PORT", 80)
+        port = read_port(env, "PORT", 80)
         return cls(
-            host=env.get("HOST", "").strip() or "0.0.0.0",
+            host=read_text(env, "HOST", "0.0.0.0"),
             port=port,
-            port_health=_port_from(env, "PORT_HEALTH", port),
+            port_health=read_port(env, "PORT_HEALTH", port),
             log_level=log_level_from(env),
             access_log=env.get("PODROUTE_ACCESS_LOG", "1").strip() not in ("0", "false", "no"),
-            keep_alive_timeout=_seconds_from(env, "PODROUTE_KEEP_ALIVE_TIMEOUT", 65.0),
-            header_timeout=_seconds_from(env, "PODROUTE_HEADER_TIMEOUT", 10.0),
-            max_header_bytes=_int_from(env, "PODROUTE_MAX_HEADER_BYTES", 64 * 1024, minimum=8192),
-            max_url_bytes=_int_from(env, "PODROUTE_MAX_URL_BYTES", 8 * 1024, minimum=256),
-            max_header_count=_int_from(env, "PODROUTE_MAX_HEADERS", 100, minimum=10),
+            keep_alive_timeout=read_seconds(env, "PODROUTE_KEEP_ALIVE_TIMEOUT", 65.0),
+            header_timeout=read_seconds(env, "PODROUTE_HEADER_TIMEOUT", 10.0),
+            max_header_bytes=read_int(env, "PODROUTE_MAX_HEADER_BYTES", 64 * 1024, minimum=8192),
+            max_url_bytes=read_int(env, "PODROUTE_MAX_URL_BYTES", 8 * 1024, minimum=256),
+            max_header_count=read_int(env, "PODROUTE_MAX_HEADERS", 100, minimum=10),
         )

@@ -75,7 +75,8 @@ def test_endpoint_lifecycle_in_the_browser(page, demo_service, artifacts):
     page.fill("input[name=workersMax]", "4")
     page.click("button:has-text('Save changes')")
     page.wait_for_url(gpu_url)
-    expect(page.locator("dl.config")).to_contain_text("0 to 4")
+    expect(page.locator("dl.config [data-field=workersMin]")).to_have_text(re.compile(r"^\s*0\b"))
+    expect(page.locator("dl.config [data-field=workersMax]")).to_have_text(re.compile(r"^\s*4\b"))
 
     # Import from code: the preview lists both resources, then they are created.
     page.click("nav >> text=Import from code")

@@ -1,6 +1,6 @@
 """Feedback where the user looks, in real Chromium: every invalid field at once in the labels' words
-with focus on the first one, a stale edit that says only that, import warnings about ambiguous
-matches, polling that stops when its endpoint is deleted, and a favicon."""
+with focus on the first one, a stale edit that says only that, a second config of one resource
+refused beside its field, polling that stops when its endpoint is deleted, and a favicon."""
 
 from __future__ import annotations
 
@@ -83,31 +83,28 @@ def test_a_stale_edit_says_only_that(page):
     _delete(page, url, "e2e-stale")
 
 
-def test_import_warns_about_two_endpoints_for_one_resource(page):
+def test_a_second_config_of_one_resource_is_refused_beside_the_field(page):
     from playwright.sync_api import expect
 
     log_in(page)
-    first = _create(page, "e2e-twin-a")
-    second = _create(page, "e2e-twin-b")
-    page.click("nav >> text=Import from code")
-    expect(page.locator("#import-warning")).to_contain_text(
-        "1 resource(s) match more than one stored endpoint"
+    first = _create(page, "e2e-twin-a", resource="e2e-twin")
+    page.goto("/endpoints/new?compute=cpu")
+    page.fill("input[name=name]", "e2e-twin-b")
+    page.fill("input[name=service]", "demo")
+    page.fill("input[name=resource]", "e2e-twin")
+    page.click("button:has-text('Create endpoint')")
+    expect(page.locator("#error-resource")).to_contain_text(
+        "demo/e2e-twin is already deployed by the endpoint config 'e2e-twin-a'"
     )
-    row = page.locator("table.imports tr", has_text="demo-cpu")
-    # other tests sharing this dashboard may have imported demo-cpu too: a third match
-    expect(row).to_contain_text(
-        re.compile(r"[23] stored endpoints deploy demo/demo-cpu \((demo-cpu, )?e2e-twin-a, e2e-twin-b\)")
-    )
-    expect(row.locator("input[name=item]")).to_have_count(0)
+    expect(page.locator("input[name=resource]")).to_be_focused()
     _delete(page, first, "e2e-twin-a")
-    _delete(page, second, "e2e-twin-b")
 
 
 def test_polling_stops_when_its_endpoint_is_deleted(page):
     from playwright.sync_api import expect
 
     log_in(page)
-    url = _create(page, "e2e-poll")
+    url = _create(page, "e2e-poll", resource="e2e-poll")
     polls: list[tuple[float, int]] = []
     page.on(
         "response",

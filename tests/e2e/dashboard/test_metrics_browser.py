@@ -1,5 +1,6 @@
 """The metrics overview in a real Chromium: it updates its charts during traffic without a reload,
-and leads from a failed request to its worker's log lines. A real runtime serves the endpoint; the
+leads from a failed request to its worker's log lines, and streams worker log lines live (kept
+after the worker stops). A real runtime serves the endpoint; the
 dashboard reads its metrics through the runtime's control API."""
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def _wait_until(predicate: Any, what: str, timeout_s: float = 20.0) -> None:
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_overview_charts_update_live_and_lead_to_worker_logs(browser: Any, stack: dict[str, Any]) -> None:
+def _logged_in(browser: Any, stack: dict[str, Any]) -> tuple[Any, Any, list[str]]:
+    """A browser context and page logged in to the stack's dashboard, and the page's JS errors."""
     context = browser.new_context(base_url=stack["dashboard"], viewport={"width": 1280, "height": 1000})
     page = context.new_page()
     errors: list[str] = []
@@ -108,6 +110,11 @@ def test_overview_charts_update_live_and_lead_to_worker_logs(browser: Any, stack
     page.fill("input[name=password]", PASSWORD)
     page.click("button:has-text('Log in')")
     page.wait_for_url(re.compile(r"/endpoints$"))
+    return context, page, errors
+
+
+def test_overview_charts_update_live_and_lead_to_worker_logs(browser: Any, stack: dict[str, Any]) -> None:
+    context, page, errors = _logged_in(browser, stack)
 
     page.goto(f"/endpoints/{stack['endpoint_id']}")
     page.click("a:has-text('Metrics')")
@@ -145,5 +152,32 @@ def test_overview_charts_update_live_and_lead_to_worker_logs(browser: Any, stack
     assert "boom in the shop" in page.inner_text("#worker-log")
     context.close()
     # as in the other dashboard e2e tests: Chromium logs the missing favicon as a failed resource
+    unexpected = [e for e in errors if "Failed to load resource" not in e]
+    assert unexpected == [], unexpected
+
+
+def test_live_worker_logs_stream_in_and_stay_after_the_worker_stops(
+    browser: Any, stack: dict[str, Any]
+) -> None:
+    context, page, errors = _logged_in(browser, stack)
+    page.goto(f"/endpoints/{stack['endpoint_id']}/metrics")
+    page.wait_for_selector("#live-log")
+    page.evaluate("window.__notReloaded = true")
+    _wait_until(lambda: page.inner_text("#live-log-status") == "live", "the log stream to open")
+
+    # a request that makes the worker log: its line appears without a reload
+    headers = {"Authorization": f"Bearer {stack['api_key']}", "X-Request-ID": "e2e-live-1"}
+    assert httpx.get(f"{stack['url']}/crash", headers=headers, timeout=60).status_code == 500
+    _wait_until(lambda: "e2e-live-1" in page.inner_text("#live-log"), "the new log line")
+    assert "boom in the shop" in page.inner_text("#live-log")
+    assert page.evaluate("window.__notReloaded") is True
+
+    # idleTimeout 2 s, workersMin 0: the worker stops; its lines stay, on the page and after a reload
+    _wait_until(lambda: "stopped" in page.inner_text("#metrics-workers"), "the worker to stop", 40)
+    assert "e2e-live-1" in page.inner_text("#live-log")
+    page.reload()
+    page.wait_for_selector("#live-log")
+    _wait_until(lambda: "e2e-live-1" in page.inner_text("#live-log"), "the stopped worker's lines again")
+    context.close()
     unexpected = [e for e in errors if "Failed to load resource" not in e]
     assert unexpected == [], unexpected

@@ -50,6 +50,8 @@ def worker_env(settings: DashboardSettings, extra: Mapping[str, str] | None = No
         env["CELERY_BROKER_URL"] = settings.broker_url
     if settings.runpod_api_key:
         env["RUNPOD_API_KEY"] = settings.runpod_api_key
+        env["PODROUTE_RUNPOD_API"] = settings.runpod_api
+    env["DASHBOARD_USAGE_INTERVAL_S"] = str(settings.usage_interval_s)
     for environment, provider in settings.providers:
         env[f"DASHBOARD_PROVIDER_{environment.upper().replace('-', '_')}"] = provider
     env.update(extra or {})

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from dashboard.db import head_revisions
+
 ROOT = Path(__file__).resolve().parents[3]
 ADMIN_PASSWORD = "first-admin-password"
 
@@ -42,7 +44,7 @@ def test_check_then_migrate_then_check(tmp_path):
     assert dashboard(tmp_path, "migrate").returncode == 0
     assert (tmp_path / "dashboard.sqlite3").is_file()
     ok = dashboard(tmp_path, "check")
-    assert ok.returncode == 0 and "newest migration 0007_secretsport" in ok.stdout
+    assert ok.returncode == 0 and f"newest migration {head_revisions()[0]}" in ok.stdout
 
 
 def test_create_user_and_its_refusals(tmp_path):
@@ -108,9 +110,9 @@ def test_serve_creates_the_first_user_and_logs_json_without_secrets(tmp_path):
         _, rest = process.communicate(timeout=20)
         lines.extend(rest.splitlines())
     records = [json.loads(line) for line in lines if line.startswith("{")]
-    assert any(r["message"] == "created the first user" and r["username"] == "admin" for r in records)
+    assert any(r["msg"] == "created the first user" and r["username"] == "admin" for r in records)
     assert ADMIN_PASSWORD not in "\n".join(lines)
-    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert all({"ts", "level", "logger", "msg"} <= set(r) for r in records)
 
 
 def _wait_for_url(process: subprocess.Popen[str], lines: list[str]) -> str:

@@ -215,3 +215,28 @@ async def test_discovery_does_not_pass_dashboard_secrets_to_user_code(
         page = await web.text("/import")
     assert "leaked" not in page and "demo-cpu" in page
     shutil.rmtree(project)
+
+
+def source_of(page: str, name: str) -> str:
+    """The code/override badge next to one value of the Configuration panel."""
+    badge = page.split(f'data-source-of="{name}"', 1)[1].split("</span>", 1)[0]
+    return badge.rsplit(">", 1)[1]
+
+
+async def test_each_config_value_says_whether_it_comes_from_code_or_an_override(web, endpoint_form):
+    form = endpoint_form(name="tuned-gpu", resource="demo-gpu", gpus=["ADA_24"], workersMax="2")
+    created = await web.post("/endpoints", form)
+    assert created.status_code == 303
+    page = await web.text(created.headers["Location"])
+    # demo-gpu declares gpus=["ADA_24"], workersMax=2 and no env: the form's env values are overrides.
+    assert source_of(page, "gpus") == "code" and source_of(page, "workersMax") == "code"
+    assert source_of(page, "env.MODE") == "override" and source_of(page, "env.API_TOKEN") == "override"
+    endpoint_id = created.headers["Location"].rsplit("/", 1)[1]
+    scaled = await web.post(
+        f"/endpoints/{endpoint_id}/scaling",
+        {"workersMin": "0", "workersMax": "5", "idleTimeout": "60", "scalerValue": "4"},
+    )
+    assert scaled.status_code == 303
+    page = await web.text(created.headers["Location"])
+    assert source_of(page, "workersMax") == "override" and source_of(page, "workersMin") == "code"
+    assert source_of(page, "gpus") == "code"

@@ -107,6 +107,26 @@ async def test_cli_and_dashboard_share_one_record_with_drift_and_lifecycle(web, 
     assert 'data-drift-field="workersMax"' not in await web.text(f"/endpoints/{endpoint_id}")
     assert [r.action for r in rows(settings) if r.environment == "staging"] == ["deploy", "deploy", "apply"]
 
+    # Out of band again (workersMax 1): "adopt serving config" makes the serving workersMax the
+    # stored (and the provider's recorded) value; the history gets its own entry; the drift ends.
+    scaled = run_cli(["scale", "lab/lab", "--env", "staging", "--max", "1"], project)
+    assert scaled.returncode == 0, scaled.stdout + scaled.stderr
+    await until(
+        lambda: [f["name"] for f in serving(settings, "staging").observed.get("drift", [])] == ["workersMax"],
+        interval * 4 + 5,
+        "the second drift to show",
+    )
+    assert 'data-adoptable="yes"' in await web.text(f"/endpoints/{endpoint_id}")
+    response = await web.post(f"/endpoints/{endpoint_id}/environments/staging/drift/adopt", htmx=True)
+    assert response.status_code == 200, await response.get_data(as_text=True)
+    await poll(web, f"/endpoints/{endpoint_id}/environments/staging")
+    [stored] = _all(settings, Endpoint)
+    assert stored.workers_max == 1 and serving(settings, "staging").config["fields"]["workersMax"] == 1
+    with provider(runtime) as runtime_provider:
+        assert runtime_provider.status(entry["id"]).overrides["workersMax"] == 1
+    await until(lambda: not serving(settings, "staging").observed.get("drift"), interval * 4 + 5, "no drift")
+    assert [r.action for r in rows(settings) if r.environment == "staging"][-1] == "adopt"
+
     # Roll back to the CLI's release from the dashboard: release 1 serves again.
     response = await web.post(f"/deployments/{recorded.id}/rollback", htmx=True)
     assert response.status_code == 200

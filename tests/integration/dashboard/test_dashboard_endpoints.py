@@ -43,7 +43,13 @@ async def test_create_stores_the_config_and_audits_it(web, settings, endpoint_fo
 async def test_create_then_list_search_and_status_filter(web, endpoint_form):
     await create(web, endpoint_form)
     await create(
-        web, endpoint_form, name="batch-cpu", compute="cpu", instanceIds=["cpu3c-2-4"], locations=["EU-RO-1"]
+        web,
+        endpoint_form,
+        name="batch-cpu",
+        resource="demo-cpu",  # one config per resource: demo-gpu is text-api's
+        compute="cpu",
+        instanceIds=["cpu3c-2-4"],
+        locations=["EU-RO-1"],
     )
     page = await web.text("/endpoints")
     assert "text-api" in page and "batch-cpu" in page
@@ -63,7 +69,7 @@ async def test_htmx_search_returns_only_the_rows_fragment(web, endpoint_form):
     await create(web, endpoint_form)
     response = await web.get("/endpoints?q=text", **{"HX-Request": "true", "HX-Target": "endpoint-rows"})
     body = await response.get_data(as_text=True)
-    assert body.lstrip().startswith('<div id="endpoint-rows">')
+    assert body.lstrip().startswith('<div id="endpoint-rows"')
     assert "<html" not in body and "text-api" in body
 
 

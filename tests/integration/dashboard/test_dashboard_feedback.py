@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import create_engine, text
+
 import dashboard.discovery as discovery_module
 from dashboard.app import create_app
 
@@ -34,10 +36,33 @@ async def test_polling_a_deleted_endpoint_answers_286_and_says_why(web, endpoint
     assert page.status_code == 404
 
 
-async def test_import_warns_when_two_endpoints_match_one_resource(web, endpoint_form):
+async def test_a_second_config_of_one_resource_is_refused_and_names_the_first(web, endpoint_form):
+    first = await web.post("/endpoints", endpoint_form(name="first-gpu", service="demo", resource="demo-gpu"))
+    assert first.status_code == 303
+    second = await web.post(
+        "/endpoints", endpoint_form(name="second-gpu", service="demo", resource="demo-gpu")
+    )
+    body = await second.get_data(as_text=True)
+    assert second.status_code == 422
+    assert "demo/demo-gpu is already deployed by the endpoint config &#39;first-gpu&#39;" in body
+    other = await web.post("/endpoints", endpoint_form(name="other-gpu", service="demo", resource="other"))
+    assert other.status_code == 303
+    location = other.headers["Location"]
+    moved = await web.post(location, endpoint_form(name="other-gpu", resource="demo-gpu", version="1"))
+    assert moved.status_code == 422 and "first-gpu" in await moved.get_data(as_text=True)
+    assert "<dt>Resource in code</dt><dd>other</dd>" in await web.text(location)  # unchanged
+
+
+async def test_import_warns_when_two_endpoints_match_one_resource(web, settings, endpoint_form):
     for name in ("first-gpu", "second-gpu"):
-        created = await web.post("/endpoints", endpoint_form(name=name, service="demo", resource="demo-gpu"))
+        created = await web.post("/endpoints", endpoint_form(name=name, service="demo", resource=name))
         assert created.status_code == 303
+    # Saving refuses a second config of one resource; databases from before that rule may have
+    # two, which import must not guess between.
+    engine = create_engine(settings.url)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE endpoints SET resource = 'demo-gpu' WHERE service = 'demo'"))
+    engine.dispose()
     page = await web.text("/import")
     assert "2 stored endpoints deploy demo/demo-gpu (first-gpu, second-gpu)" in page
     assert ">ambiguous<" in page

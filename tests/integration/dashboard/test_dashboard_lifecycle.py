@@ -19,7 +19,7 @@ from sqlalchemy.orm import selectinload
 from dashboard.app import create_app
 from dashboard.db import create_sync_sessions
 from dashboard.models import Build, Deployment, Endpoint
-from dashboard.releases import config_snapshot
+from dashboard.snapshots import config_snapshot
 
 
 def _endpoint_id(location: str) -> int:

@@ -27,8 +27,9 @@ TABLES = {
     "user_sessions",
     "orphan_endpoints",
     "sync_lock",
+    "worker_samples",
 }
-HEAD = "0007_secretsport"
+HEAD = "0008_controlfix"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -74,14 +75,23 @@ async def test_upgrade_downgrade_upgrade_and_no_autogenerate_diff(database_url):
 
 async def test_each_revision_steps_down_and_up(database_url):
     await _alembic(database_url, "upgrade", "0001")
-    added_later = {"builds", "deployments", "user_sessions", "orphan_endpoints", "sync_lock"}
+    added_later = {
+        "builds",
+        "deployments",
+        "user_sessions",
+        "orphan_endpoints",
+        "sync_lock",
+        "worker_samples",
+    }
     assert await _inspect(database_url, _tables) == TABLES - added_later
     await _alembic(database_url, "upgrade", "head")
+    await _alembic(database_url, "downgrade", "-1")
+    assert await _inspect(database_url, _tables) == TABLES - {"worker_samples"}
     assert "volume_mount_path" in await _inspect(database_url, _endpoint_columns)
     await _alembic(database_url, "downgrade", "-1")
     assert "volume_mount_path" not in await _inspect(database_url, _endpoint_columns)
     await _alembic(database_url, "downgrade", "-1")
-    assert await _inspect(database_url, _tables) == TABLES - {"user_sessions"}
+    assert await _inspect(database_url, _tables) == TABLES - {"user_sessions", "worker_samples"}
     assert "ix_audit_events_target" not in await _inspect(database_url, _audit_indexes)
     await _alembic(database_url, "downgrade", "-1")
     assert {"orphan_endpoints", "sync_lock"} & await _inspect(database_url, _tables) == set()

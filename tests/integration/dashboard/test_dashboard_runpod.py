@@ -12,13 +12,17 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from dashboard.app import create_app
-from dashboard.models import Build
+from dashboard.db import create_sync_sessions
+from dashboard.models import Build, WorkerSample
 from dashboard.settings import DashboardSettings
 from podroute.deploy.model import endpoint_name
 from tests.fake_runpod import API_KEY, FakeRunPod, fake_runpod_server
@@ -237,3 +241,84 @@ async def test_runpod_pipeline_with_redis_injected_faults_and_a_killed_worker(
     assert [r.api_key for r in rows(settings)] == [""] * len(final)
     assert API_KEY.encode() not in (settings.data_dir / "dashboard.sqlite3").read_bytes()
     assert not any(API_KEY in started.output() for started in logs)
+
+
+def samples_of(settings: DashboardSettings, external_id: str) -> list[WorkerSample]:
+    """The worker samples the sync stored for a provider endpoint."""
+    with create_sync_sessions(settings.url)() as session:
+        query = select(WorkerSample).where(WorkerSample.external_id == external_id)
+        return list(session.scalars(query.order_by(WorkerSample.id)))
+
+
+async def test_runpod_over_graphql_with_faults_usage_samples_and_the_bill(
+    rp_settings: DashboardSettings,
+    runpod: tuple[FakeRunPod, str],
+    tmp_path: Path,
+    add_test_user: Any,
+    make_web: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same pipeline over RunPod's GraphQL API (never REST), with injected 429s, 5xx and a lost
+    create answer; the sync samples the health API's worker counts, and the metrics page puts the
+    estimate from them next to the bill RunPod reports for the window."""
+    fake, base = runpod
+    settings = replace(rp_settings, runpod_api="graphql", usage_interval_s=0.5)
+    for key, value in runpod_env(base).items():  # the web side reads prices and the bill too
+        monkeypatch.setenv(key, value)
+    app = create_app(settings)
+    worker = CeleryWorker(settings, tmp_path / "worker-graphql.log", runpod_env(base))
+    try:
+        async with app.test_app() as test_app:
+            await add_test_user(settings)
+            web = make_web(test_app.test_client())
+            assert (await web.login()).status_code == 303
+            worker.wait_ready()
+            endpoint_id = await import_lab(web)
+            await build(web, endpoint_id)
+            built = rows(settings, Build)[-1]
+            assert (await set_image(web, endpoint_id, built.id, IMAGE_1))[0] == 200
+
+            fake.inject("429", "graphql saveTemplate", times=2, retry_after="0")
+            fake.inject("500", "graphql saveEndpoint", after=True)  # created, but the answer is lost
+            fake.inject("500", "graphql endpoints", times=2)
+            panel = await deploy(web, endpoint_id, "production")
+            assert 'data-status="ready"' in panel, panel
+            first = rows(settings)[-1]
+            name = endpoint_name(target(settings, "production"))
+            assert own(fake, name) == [first.external_id]
+            assert fake.faults == []
+            # the lost answer was found by listing: created once, over GraphQL only
+            assert fake.count("graphql saveEndpoint") == 1 and fake.count("POST /v2/serverless") == 0
+            assert not [call for call in fake.calls if call.startswith(("POST /v2", "PATCH /v2"))]
+
+            # The sync samples the health API: workers over time, so a chart and an estimate.
+            wait_until(lambda: len(samples_of(settings, first.external_id)) >= 2, 30, "two worker samples")
+            stored = samples_of(settings, first.external_id)
+            assert all(s.environment == "production" and "idle" in s.counts for s in stored)
+            now = datetime.now(UTC)
+            fake.billing_records.append(
+                {
+                    "serverlessId": first.external_id,
+                    "startTime": (now - timedelta(minutes=10)).isoformat(timespec="seconds"),
+                    "endTime": now.isoformat(timespec="seconds"),
+                    "totalAmount": 0.0123,
+                    "gpuAmount": 0.0,
+                }
+            )
+            page = await web.text(f"/endpoints/{endpoint_id}/metrics/panel?env=production&window=15m")
+            assert 'data-provider="runpod"' in page and "Workers (RunPod health API" in page
+            assert 'data-billed="0.012300"' in page and "data-estimate=" in page, page
+            assert "Not shown here: per-route metrics" in page
+            assert fake.count("GET /v2/billing/serverless") == 1
+
+            # Undeploy over GraphQL through a 500 on the delete: nothing is left on the account.
+            fake.inject("500", "graphql deleteEndpoint", times=1)
+            response = await web.post(
+                f"/endpoints/{endpoint_id}/environments/production/undeploy", {"confirm": "yes"}
+            )
+            assert response.status_code == 303
+            panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production")
+            assert 'data-status="deleted"' in panel, panel
+            assert fake.lb_endpoints() == [] and templates_of(fake, name) == []
+    finally:
+        worker.stop()

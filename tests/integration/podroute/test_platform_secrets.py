@@ -20,7 +20,7 @@ import pytest
 
 from podroute.build import BuildResult, build_project
 from podroute.deploy.model import DesiredConfig, Target, resolve_config
-from podroute.deploy.rollout import roll_out
+from podroute.deploy.rollout import RolloutEvent, RolloutStep, roll_out
 from podroute.project import project_name
 from podroute.providers.base import DeployError
 from podroute.providers.runpod.http import RunPodSettings
@@ -108,11 +108,13 @@ def test_local_runtime_secrets(tmp_path: Path) -> None:
         provider = runtime.provider()
         [build] = build_project(project, [])
         target = Target(project_name(project), "test", "vault", "vault")
-        lines: list[str] = []
+        events: list[RolloutEvent] = []
         with pytest.raises(DeployError, match=r"'api-token' .* nothing was created"):
             roll_out(
-                provider, target, build, declared(build), deployed_by="dashboard:x", progress=lines.append
+                provider, target, build, declared(build), deployed_by="dashboard:x", progress=events.append
             )
+        lines = [event.line for event in events]
+        assert {event.step for event in events} == {RolloutStep.PREFLIGHT}
         assert any("warning: vault/vault: env SERVICE_TOKEN is a plain value" in line for line in lines)
         assert any("Secret('service-token')" in line for line in lines)
         assert not any("uploading" in line for line in lines) and provider.list_endpoints() == []

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from dashboard import PACKAGE_DIR
-from dashboard.app import AssetsMissingError, htmx_asset
+from dashboard.assets import AssetsMissingError, htmx_asset
 
 TEMPLATES = sorted((PACKAGE_DIR / "templates").rglob("*.html"))
 

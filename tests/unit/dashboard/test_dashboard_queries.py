@@ -9,7 +9,13 @@ from sqlalchemy import select
 
 from dashboard.configs import EndpointDraft
 from dashboard.models import Deployment, utc_now
-from dashboard.operations import LiveDeploymentsError, create_endpoint, delete_endpoint, update_endpoint
+from dashboard.operations import (
+    LiveDeploymentsError,
+    TargetTakenError,
+    create_endpoint,
+    delete_endpoint,
+    update_endpoint,
+)
 from dashboard.queries import (
     add_user,
     count_users,
@@ -59,7 +65,9 @@ async def test_find_endpoint_for_code_prefers_service_and_resource(session):
     renamed = await create_endpoint(
         session, None, EndpointDraft(LoadBalancerSlsResource(name="prod-x"), "svc", "x")
     )
-    await create_endpoint(session, None, gpu("x"))
+    with pytest.raises(TargetTakenError, match="already deployed by the endpoint config 'prod-x'"):
+        await create_endpoint(session, None, gpu("x"))  # a second config of svc/x
+    await create_endpoint(session, None, EndpointDraft(LoadBalancerSlsResource(name="x"), "", ""))
     assert (await find_endpoint_for_code(session, "svc", "x")).id == renamed.id
     assert (await find_endpoint_for_code(session, "nowhere", "x")).name == "x"
     assert await find_endpoint_for_code(session, "nowhere", "y") is None

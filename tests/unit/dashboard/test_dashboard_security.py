@@ -9,7 +9,6 @@ import logging
 import pytest
 
 from dashboard.htmx import HTMX_CONFIG
-from dashboard.logs import configure_logging
 from dashboard.security import (
     PasswordPolicyError,
     check_password_policy,
@@ -18,6 +17,7 @@ from dashboard.security import (
     verify_password,
 )
 from dashboard.tryit import AllowedTargets, TryItError, build_url, check_base_url
+from podroute.logs import configure_logging
 
 
 def test_argon2_hashes_verify_and_are_salted():
@@ -95,7 +95,7 @@ def test_logs_are_json_and_mask_secret_looking_fields():
         configure_logging("WARNING")
     [line] = stream.getvalue().splitlines()
     record = json.loads(line)
-    assert record["message"] == "hello" and record["level"] == "INFO" and record["endpoint"] == "api"
+    assert record["msg"] == "hello" and record["level"] == "INFO" and record["endpoint"] == "api"
     assert record["password"] == "***" and record["api_token"] == "***"
 
 

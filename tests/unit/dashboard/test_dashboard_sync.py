@@ -4,6 +4,7 @@
 - drift, missing, CLI deploys and orphans land where the pages read them; unmarked endpoints and
   rows of a running operation are left alone;
 - a cycle that changes nothing logs at DEBUG only;
+- worker counts a provider reports (RunPod's health API) are stored as samples once per interval;
 - the embedded broker's delivered messages are trimmed, so the table stays bounded.
 """
 
@@ -19,10 +20,11 @@ from kombu import Connection
 from sqlalchemy import event, func, select, text
 
 from dashboard.db import create_sync_sessions
-from dashboard.models import Base, Deployment, Endpoint, OrphanEndpoint, SyncLock
+from dashboard.models import Base, Deployment, Endpoint, OrphanEndpoint, SyncLock, WorkerSample
 from dashboard.settings import DashboardSettings
 from dashboard.worker.context import Context
-from dashboard.worker.sync import sync_status, trim_broker
+from dashboard.worker.housekeeping import trim_broker
+from dashboard.worker.sync import sync_status
 from podroute.deploy.model import ActualEndpoint, ReleaseInfo, Target, endpoint_name, target_labels
 
 PROJECT = "acme"
@@ -35,9 +37,14 @@ class MemoryProvider:
     scaling_fields = ("workersMin", "workersMax", "idleTimeout", "scalerValue", "executionTimeoutMs")
     poll_interval_s = 0.01
 
-    def __init__(self, endpoints: list[ActualEndpoint]) -> None:
+    def __init__(
+        self, endpoints: list[ActualEndpoint], health: dict[str, dict[str, int]] | None = None
+    ) -> None:
         self.endpoints = endpoints
         self.listings = 0
+        self.health = health or {}
+        """Worker counts `sample_workers` reports (RunPod's health API); none, like the runtime."""
+        self.samplings = 0
 
     def __enter__(self) -> MemoryProvider:
         return self
@@ -50,6 +57,10 @@ class MemoryProvider:
     def list_endpoints(self, project: str | None = None) -> list[ActualEndpoint]:
         self.listings += 1
         return [e for e in self.endpoints if project is None or e.labels.get("podroute.project") == project]
+
+    def sample_workers(self, endpoint_ids: list[str]) -> dict[str, dict[str, int]]:
+        self.samplings += 1
+        return {i: dict(self.health[i]) for i in endpoint_ids if i in self.health}
 
 
 def actual(
@@ -119,7 +130,8 @@ def counted_cycles(tmp_path: Path, count: int) -> tuple[int, int, MemoryProvider
         session.add(SyncLock(id=1, owner=""))
     add_deployed(factory, count)
     provider = MemoryProvider(
-        [actual("production", f"svc{i}", f"ep{i}", workers_max=3) for i in range(count)]
+        [actual("production", f"svc{i}", f"ep{i}", workers_max=3) for i in range(count)],
+        health={f"ep{i}": {"running": 1, "idle": 1, "throttled": 2} for i in range(count)},
     )
     sent: list[str] = []
     event.listen(factory.kw["bind"], "before_cursor_execute", lambda *args: sent.append(args[2]))
@@ -136,6 +148,27 @@ def test_statements_per_cycle_do_not_grow_with_endpoints(tmp_path) -> None:
     many = counted_cycles(tmp_path, 25)
     assert one[:2] == many[:2]
     assert many[2].listings == 2  # one listing per environment and cycle, never a call per endpoint
+    assert many[2].samplings == 1  # worker counts: sampled once per usage interval, not per cycle
+
+
+def test_worker_counts_are_stored_as_samples_and_shown_on_the_row(tmp_path, sessions) -> None:
+    add_deployed(sessions, 2)
+    provider = MemoryProvider(
+        [actual("production", "svc0", "ep0", workers_max=2), actual("production", "svc1", "ep1")],
+        health={"ep0": {"running": 2, "idle": 1, "initializing": 1, "throttled": 3}},
+    )
+    for endpoint in provider.endpoints:
+        endpoint.workers = {}  # RunPod's listing carries no worker counts
+    run_cycle(tmp_path, sessions, provider)
+    with sessions() as session:
+        samples = list(session.scalars(select(WorkerSample)))
+        rows = {row.external_id: row for row in session.scalars(select(Deployment))}
+    assert [(s.environment, s.external_id, s.billed) for s in samples] == [("production", "ep0", 4)]
+    assert samples[0].counts["throttled"] == 3  # kept, but throttled workers are not billed
+    assert rows["ep0"].observed["counts"] == {"running": 2, "idle": 1, "initializing": 1, "throttled": 3}
+    run_cycle(tmp_path, sessions, provider)  # within the usage interval: no new sample
+    with sessions() as session:
+        assert session.scalar(select(func.count()).select_from(WorkerSample)) == 1
 
 
 def test_drift_missing_cli_deploys_and_orphans(tmp_path, sessions, caplog) -> None:

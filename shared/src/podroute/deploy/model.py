@@ -117,6 +117,8 @@ class DesiredConfig:
     """Resource fields in Flash's names (`workersMax`, `env`, `gpus`, ...), as `Resource.to_config`."""
     sources: dict[str, Source]
     """Field -> "code" (the resource declaration) or "override" (a dashboard edit, `podroute scale`)."""
+    env_sources: dict[str, Source] = field(default_factory=dict)
+    """Env key -> where its value comes from ("env" in `sources` is "override" when any key is)."""
 
     def scaling(self, fields: tuple[str, ...] = SCALING_FIELDS) -> dict[str, int]:
         """The scaling part of the config, as a provider's `scale` takes it."""
@@ -142,7 +144,12 @@ def resolve_config(declared: Mapping[str, Any], overrides: Mapping[str, Any]) ->
     values["env"] = env
     env_overridden = any(declared.get("env", {}).get(k) != v for k, v in overrides.get("env", {}).items())
     sources["env"] = "override" if env_overridden else "code"
-    return DesiredConfig(values=values, sources=sources)
+    declared_env = declared.get("env", {})
+    env_sources: dict[str, Source] = {
+        key: "code" if key in declared_env and declared_env[key] == value else "override"
+        for key, value in env.items()
+    }
+    return DesiredConfig(values=values, sources=sources, env_sources=env_sources)
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ reused, not made twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 
 from podroute.build import BuildResult
 from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name
@@ -27,12 +28,40 @@ from podroute.deploy.preflight import (
     store_secret_env,
     with_secret_env,
 )
-from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, Provider
+from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 log = logging.getLogger("podroute.deploy")
 
 
-def _quiet(_line: str) -> None:
+class RolloutStep(StrEnum):
+    """The step a rollout is at; every progress event names one, so no caller reads its text."""
+
+    PREFLIGHT = "preflight"
+    """Checks before anything is made: credentials the config needs, secrets kept at the provider."""
+    UPLOAD = "upload"
+    """The build is being uploaded (RunPod: its image is checked)."""
+    RELEASE = "release"
+    """The endpoint is being created, or updated to a new release (`endpoint`: the existing one)."""
+    WAIT = "wait"
+    """The release exists (`endpoint` says which): waiting for a ready worker and /ping 200."""
+    NOTE = "note"
+    """A detail of the current step (the provider's lines while waiting, e.g. worker output)."""
+
+
+@dataclass(frozen=True)
+class RolloutEvent:
+    """One progress event: the step, a line for people, and the endpoint once it is known."""
+
+    step: RolloutStep
+    line: str
+    endpoint: ActualEndpoint | None = None
+
+
+RolloutProgress = Callable[[RolloutEvent], None]
+"""Receives every `RolloutEvent` of a rollout, in order."""
+
+
+def _quiet(_event: RolloutEvent) -> None:
     return None
 
 
@@ -74,11 +103,14 @@ def roll_out(
     config: DesiredConfig,
     *,
     deployed_by: str,
-    progress: Progress = _quiet,
+    progress: RolloutProgress = _quiet,
     timeout_s: float = 300.0,
     secret_env: SecretEnv | None = None,
 ) -> RolloutResult:
     """Deploy `build` with `config` as the target's endpoint; returns once it answers /ping 200.
+
+    `progress` gets PREFLIGHT events (if any), an UPLOAD, a RELEASE and a WAIT event, then NOTE
+    events while waiting.
 
     `secret_env` holds env values to keep as provider secrets (the dashboard's "secret" variables):
     the release's env refers to them (`{{ RUNPOD_SECRET_<name> }}`) and never holds a value.
@@ -89,27 +121,37 @@ def roll_out(
     key = f"{target.key} ({target.environment})"
     config = with_secret_env(target, config, secret_env)
     for line in credential_lines(target, config):
-        progress(line)
+        progress(RolloutEvent(RolloutStep.PREFLIGHT, line))
     provided = secret_env.names(target).values() if secret_env else ()
     require_secrets(provider, [config], target.environment, provided=provided)
     if secret_env is not None and secret_env.values:
         created = store_secret_env(provider, target, secret_env)
-        progress(f"{target.key}: secret env values kept as provider secrets ({len(created)} new)")
+        line = f"{target.key}: secret env values kept as provider secrets ({len(created)} new)"
+        progress(RolloutEvent(RolloutStep.PREFLIGHT, line))
     size_kb = build.artifact.stat().st_size / 1024 if build.artifact.is_file() else 0.0
-    progress(f"{target.key}: uploading build {build.sha256[:12]} ({size_kb:.0f} KiB)")
+    line = f"{target.key}: uploading build {build.sha256[:12]} ({size_kb:.0f} KiB)"
+    progress(RolloutEvent(RolloutStep.UPLOAD, line))
     provider.upload(build)
     existing = find_endpoint(provider, target)
     previous = existing.release.number if existing and existing.release else None
     if existing is not None:
-        progress(f"{target.key}: rolling endpoint {existing.id} over to the new build")
+        line = f"{target.key}: rolling endpoint {existing.id} over to the new build"
+        progress(RolloutEvent(RolloutStep.RELEASE, line, existing))
         endpoint = provider.update(existing.id, build, config, deployed_by=deployed_by)
     else:
-        progress(f"{target.key}: creating endpoint {endpoint_name(target)}")
+        progress(
+            RolloutEvent(RolloutStep.RELEASE, f"{target.key}: creating endpoint {endpoint_name(target)}")
+        )
         endpoint = provider.create(target, build, config, deployed_by=deployed_by)
     log.info("rollout of %s: endpoint %s, release %s", key, endpoint.id, _number(endpoint))
-    progress(f"{target.key}: waiting for /ping 200 through the gateway")
+    line = f"{target.key}: waiting for /ping 200 through the gateway"
+    progress(RolloutEvent(RolloutStep.WAIT, line, endpoint))
+
+    def note(detail: str) -> None:
+        progress(RolloutEvent(RolloutStep.NOTE, detail, endpoint))
+
     try:
-        healthy = provider.wait_until_ready(endpoint, timeout_s, progress)
+        healthy = provider.wait_until_ready(endpoint, timeout_s, note)
     except DeployError as error:
         raise DeployError(f"{target.key}: {error}\n  {_undo(provider, endpoint, previous)}") from None
     return RolloutResult(target=target, endpoint=healthy, created=existing is None)

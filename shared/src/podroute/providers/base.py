@@ -12,13 +12,14 @@ Providers are context managers: `with provider_for(settings) as provider: ...` c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 import httpx
 
 from podroute.build import BuildResult
+from podroute.cost import PriceTable
 from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target
 from podroute.secrets import SecretStore
 
@@ -114,6 +115,18 @@ class Provider(SecretStore, Protocol):
     def worker_logs(self, endpoint_id: str, follow: bool) -> Iterator[dict[str, Any]]:
         """The endpoint's recent worker log lines (`{"worker", "line", ...}`), and with `follow` the
         new ones as they come; DeployError where the provider keeps no worker logs."""
+
+    def sample_workers(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Worker counts by state of each endpoint, read now, for a caller that keeps them as a time
+        series (RunPod: its health API, one call per endpoint; endpoints gone meanwhile are left
+        out). Empty where the provider records usage over time itself (the local runtime)."""
+
+    def read_bill(self, endpoint_id: str, start: str, end: str) -> list[dict[str, Any]] | None:
+        """The provider's actual spend on the endpoint between two ISO 8601 times, in hourly
+        records (`{startTime, endTime, totalAmount, ...}`); None where nothing is billed (local)."""
+
+    def price_table(self) -> PriceTable:
+        """Serverless prices (RunPod: its catalog, the shipped file filling gaps; local: the file)."""
 
 
 def ping_through_gateway(url: str, api_key: str, timeout: float = 5.0) -> int | None:

@@ -8,7 +8,7 @@ caller holding the runtime token, so no tool stores keys).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,6 +16,7 @@ import httpx
 import orjson
 
 from podroute.build import BuildResult
+from podroute.cost import PriceTable, load_price_file
 from podroute.deploy.model import (
     SCALING_FIELDS,
     ActualEndpoint,
@@ -160,6 +161,18 @@ class LocalRuntimeProvider:
     def route_metrics(self, endpoint_id: str, window: str) -> dict[str, Any] | None:
         """The runtime's per-route metrics of the endpoint over `window`."""
         return self._call("GET", f"/endpoints/{endpoint_id}/metrics", params={"window": window})
+
+    def sample_workers(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Nothing: the runtime records workers over time itself (its metrics API)."""
+        return {}
+
+    def read_bill(self, endpoint_id: str, start: str, end: str) -> list[dict[str, Any]] | None:
+        """None: the local runtime bills nothing (its cost figures are estimates at RunPod prices)."""
+        return None
+
+    def price_table(self) -> PriceTable:
+        """The prices shipped with podroute."""
+        return load_price_file()
 
     def worker_logs(self, endpoint_id: str, follow: bool) -> Iterator[dict[str, Any]]:
         """Recent worker log lines; with `follow`, the runtime's event stream of new ones."""

@@ -48,6 +48,13 @@ def test_resolve_config_puts_overrides_on_the_code_and_says_where_each_value_com
     assert untouched.sources == {"workersMax": "code", "workersMin": "code", "env": "code"}
 
 
+def test_resolve_config_says_where_each_env_value_comes_from() -> None:
+    declared = {"env": {"MODE": "fast", "LEVEL": "1"}}
+    config = resolve_config(declared, {"env": {"LEVEL": "2", "EXTRA": "x", "MODE": "fast"}})
+    assert config.env_sources == {"MODE": "code", "LEVEL": "override", "EXTRA": "override"}
+    assert resolve_config(declared, {}).env_sources == {"MODE": "code", "LEVEL": "code"}
+
+
 def test_release_config_keeps_env_keys_never_values() -> None:
     config = resolve_config({"workersMax": 2, "env": {"TOKEN": "s3cret"}}, {})
     kept = release_config(config)

@@ -54,13 +54,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import httpx
 
 from podroute.build import BuildResult
+from podroute.cost import PriceTable
 from podroute.deploy.model import (
     ActualEndpoint,
     DesiredConfig,
@@ -70,7 +71,7 @@ from podroute.deploy.model import (
     release_config,
     target_labels,
 )
-from podroute.providers.base import DeployError, EndpointNotFoundError, Progress
+from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, ProviderUnavailableError
 from podroute.providers.runpod.config import (
     SCALING_FIELDS,
     SecretStr,
@@ -98,6 +99,7 @@ from podroute.providers.runpod.records import (
 )
 from podroute.providers.runpod.rest import RestV2Api
 from podroute.providers.runpod.secrets import RunPodSecrets
+from podroute.providers.runpod.usage import fetch_prices, read_serverless_billing, sample_worker_counts
 from podroute.secrets import SecretInfo
 
 log = logging.getLogger("podroute.runpod")
@@ -302,6 +304,26 @@ class RunPodProvider:
     def route_metrics(self, endpoint_id: str, window: str) -> dict[str, Any] | None:
         """None: RunPod records no per-route figures (README, 'On RunPod')."""
         return None
+
+    def sample_workers(self, endpoint_ids: Sequence[str]) -> dict[str, dict[str, int]]:
+        """The health API's worker counts, one call per endpoint (RunPod has no batch form)."""
+        counts: dict[str, dict[str, int]] = {}
+        for endpoint_id in endpoint_ids:
+            try:
+                counts[endpoint_id] = sample_worker_counts(self.settings, endpoint_id).counts
+            except ProviderUnavailableError:
+                raise
+            except DeployError as error:  # deleted since it was listed, or not serving health yet
+                log.debug("no worker counts for %s: %s", endpoint_id, error)
+        return counts
+
+    def read_bill(self, endpoint_id: str, start: str, end: str) -> list[dict[str, Any]] | None:
+        """`GET /v2/billing/serverless` for the endpoint, in hourly buckets."""
+        return read_serverless_billing(self.settings, endpoint_id, start, end, bucket="hour")
+
+    def price_table(self) -> PriceTable:
+        """RunPod's serverless catalog (the shipped prices fill what it does not list)."""
+        return fetch_prices(self.settings)
 
     def worker_logs(self, endpoint_id: str, follow: bool) -> Iterator[dict[str, Any]]:
         """RunPod's worker logs are in its console; its API does not serve them."""

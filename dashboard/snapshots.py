@@ -1,0 +1,48 @@
+"""Deployment snapshots: what a release deployed, and how two snapshots (or the draft) differ.
+
+A deployment row's `config` is immutable once written; these functions only read it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dashboard.configs import ConfigState, describe_changes, state_of
+from dashboard.models import Deployment, Endpoint
+
+
+def config_snapshot(endpoint: Endpoint) -> dict[str, Any]:
+    """What a deployment deploys: the config fields, the env (secret values included: never shown)."""
+    state = state_of(endpoint)
+    return {
+        "fields": state.fields,
+        "env": {key: value for key, (value, _secret) in state.env.items()},
+        "secrets": sorted(key for key, (_value, secret) in state.env.items() if secret),
+    }
+
+
+def _state(config: dict[str, Any]) -> ConfigState:
+    secrets = set(config.get("secrets", []))
+    return ConfigState(
+        dict(config.get("fields", {})),
+        {key: (value, key in secrets) for key, value in config.get("env", {}).items()},
+    )
+
+
+def release_diff(release: Deployment, current: Deployment) -> dict[str, list[Any]]:
+    """Field -> [in `release`, in `current`] for config and build; secrets appear only as '***'."""
+    changes = describe_changes(_state(release.config), _state(current.config))
+    old_hash, new_hash = release.build_hash, current.build_hash
+    if old_hash != new_hash:
+        changes = {"build": [old_hash[:12] or None, new_hash[:12] or None], **changes}
+    return changes
+
+
+def draft_changes(current: Deployment, endpoint: Endpoint) -> dict[str, list[Any]]:
+    """Field -> [serving, draft]: how the stored draft differs from the config `current` released."""
+    return describe_changes(_state(current.config), state_of(endpoint))
+
+
+def restored_by_rollback(current: Deployment) -> bool:
+    """True when what serves came from a rollback (also after scaling the restored release)."""
+    return current.action == "rollback" or (current.action == "scale" and current.rollback_of_id is not None)
