@@ -128,7 +128,7 @@ async def _error_response(status: int, message: str) -> Response:
     if htmx.is_htmx():
         body = await render_template("_message.html", kind="error", message=message)
         response = Response(body, status=status)
-        response.headers["HX-Retarget"] = "#messages"
+        response.headers["HX-Retarget"] = htmx.error_target()
         response.headers["HX-Reswap"] = "innerHTML"
         return response
     body = await render_template("error.html", status=status, message=message)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from quart import Quart, Response, request
 from werkzeug.exceptions import NotFound
@@ -56,6 +57,19 @@ def is_partial() -> bool:
 def target() -> str:
     """The id of the element htmx will swap (`HX-Target`), or ''."""
     return request.headers.get("HX-Target", "")
+
+
+FEEDBACK_HEADER = "X-Feedback-Target"
+"""Sent by an action's card (`hx-headers` on it): the `#feedback-...` element next to the action
+where an error answer goes, instead of the page's message area at the top."""
+
+_FEEDBACK_TARGET = re.compile(r"#feedback-[A-Za-z0-9_-]{1,80}")
+
+
+def error_target() -> str:
+    """Where an htmx error answer is swapped: the action's feedback element, else `#messages`."""
+    wanted = request.headers.get(FEEDBACK_HEADER, "")
+    return wanted if _FEEDBACK_TARGET.fullmatch(wanted) else "#messages"
 
 
 def redirect(location: str) -> Response:

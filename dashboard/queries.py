@@ -75,11 +75,37 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def _with_status(status: str, environments: tuple[str, ...]) -> Any:
+    """Endpoints where some environment's newest operation has `status`; for 'not deployed', where
+    one of `environments` (any environment, when empty) has never been deployed to."""
+    if status != NOT_DEPLOYED:
+        newest = select(func.max(Deployment.id)).group_by(Deployment.endpoint_id, Deployment.environment)
+        matching = select(Deployment.endpoint_id).where(
+            Deployment.id.in_(newest), Deployment.status == status
+        )
+        return Endpoint.id.in_(matching)
+    deployed = select(Deployment.endpoint_id)
+    if environments:
+        deployed = (
+            deployed.where(Deployment.environment.in_(environments))
+            .group_by(Deployment.endpoint_id)
+            .having(func.count(Deployment.environment.distinct()) >= len(environments))
+        )
+    return Endpoint.id.not_in(deployed)
+
+
 async def list_endpoints(
-    session: AsyncSession, search: str = "", status: str = "", *, limit: int | None = None, offset: int = 0
+    session: AsyncSession,
+    search: str = "",
+    status: str = "",
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    environments: tuple[str, ...] = (),
 ) -> list[EndpointRow]:
-    """Endpoints by name, filtered by a search text (name, service, image) and a status; one page
-    of them with `limit`/`offset` (each row's status is one indexed lookup)."""
+    """Endpoints by name, filtered by a search text (name, service, image) and a status that some
+    environment has (see `_with_status`); one page of them with `limit`/`offset` (each row's
+    overall status, its newest operation's, is one indexed lookup)."""
     status_column = _latest_status().label("status")
     query = select(Endpoint, status_column).order_by(Endpoint.name).offset(offset)
     if limit is not None:
@@ -95,7 +121,7 @@ async def list_endpoints(
             )
         )
     if status:
-        query = query.where(_latest_status() == status)
+        query = query.where(_with_status(status, environments))
     result = await session.execute(query)
     return [EndpointRow(endpoint, row_status) for endpoint, row_status in result.all()]
 
@@ -136,6 +162,35 @@ async def endpoint_status(session: AsyncSession, endpoint_id: int) -> str:
     """The status of one endpoint (its latest deployment's, or 'not deployed')."""
     status = await session.scalar(select(_latest_status()).where(Endpoint.id == endpoint_id))
     return str(status or NOT_DEPLOYED)
+
+
+@dataclass(frozen=True)
+class EnvironmentStatus:
+    """The newest operation of an endpoint in one environment: its status and what it was."""
+
+    status: str
+    action: str
+
+
+async def environment_statuses(
+    session: AsyncSession, endpoint_ids: list[int]
+) -> dict[int, dict[str, EnvironmentStatus]]:
+    """Endpoint id -> environment -> its newest deployment row's status, in one query (an
+    environment never deployed to is absent)."""
+    if not endpoint_ids:
+        return {}
+    newest = (
+        select(func.max(Deployment.id))
+        .where(Deployment.endpoint_id.in_(endpoint_ids))
+        .group_by(Deployment.endpoint_id, Deployment.environment)
+    )
+    query = select(
+        Deployment.endpoint_id, Deployment.environment, Deployment.status, Deployment.action
+    ).where(Deployment.id.in_(newest))
+    found: dict[int, dict[str, EnvironmentStatus]] = {}
+    for endpoint_id, environment, status, action in (await session.execute(query)).all():
+        found.setdefault(endpoint_id, {})[environment] = EnvironmentStatus(status, action)
+    return found
 
 
 async def add_audit_event(

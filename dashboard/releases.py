@@ -65,6 +65,19 @@ async def queue_build(session: AsyncSession, user: User, endpoint: Endpoint) -> 
     return build
 
 
+def deployable_build(build: Build | None, environment: str, provider: str) -> Build:
+    """`build` (the newest successful one), or ReleaseConflictError saying why it cannot be
+    deployed to `environment`: there is none yet, or RunPod needs an image it does not have."""
+    if build is None:
+        raise ReleaseConflictError("there is no successful build yet: press Build first")
+    if provider == "runpod" and not build.image:
+        raise ReleaseConflictError(
+            f"build #{build.id} has no image, and {environment} deploys to RunPod, which runs images: "
+            "build and push it with the commands in the build panel, then paste the image reference"
+        )
+    return build
+
+
 async def queue_deploy(
     session: AsyncSession,
     user: User,
@@ -85,14 +98,7 @@ async def queue_deploy(
         changes = draft_changes(current, endpoint)
         if changes:
             raise DraftDiffersError(current, changes)
-    build = await latest_build(session, endpoint.id, succeeded=True)
-    if build is None:
-        raise ReleaseConflictError("there is no successful build yet: press Build first")
-    if provider == "runpod" and not build.image:
-        raise ReleaseConflictError(
-            f"build #{build.id} has no image, and {environment} deploys to RunPod, which runs images: "
-            "build and push it with the commands in the build panel, then paste the image reference"
-        )
+    build = deployable_build(await latest_build(session, endpoint.id, succeeded=True), environment, provider)
     deployment = Deployment(
         endpoint_id=endpoint.id,
         build_id=build.id,

@@ -18,10 +18,13 @@ from dashboard.views import (
     orphans,
     scaling,
 )
+from dashboard.views.badges import status_badge, status_label
 
 
 def register_blueprints(app: Quart) -> None:
-    """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`."""
+    """Attach every blueprint, the vendored-asset route, `/favicon.ico`, `/` and `/healthz`, and the
+    templates' status badge helpers."""
+    app.jinja_env.globals.update(status_badge=status_badge, status_label=status_label)
     for module in (
         auth,
         endpoints,

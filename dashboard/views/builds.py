@@ -14,21 +14,36 @@ from dashboard.models import Endpoint
 from dashboard.queries import get_build, latest_build
 from dashboard.releases import ReleaseConflictError, queue_build, set_build_image
 from dashboard.views.loading import load_endpoint
-from dashboard.views.panels import STOP_POLLING, build_context, conflict, enqueue, page_or
+from dashboard.views.panels import (
+    STATUS_CHANGED,
+    STOP_POLLING,
+    Notice,
+    build_context,
+    conflict,
+    enqueue,
+    page_or,
+    queue_notice,
+)
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("builds", __name__)
 
 
-async def _build_panel(endpoint: Endpoint, status: int | None = None) -> Response:
+async def _build_panel(
+    endpoint: Endpoint, status: int | None = None, notice: Notice | None = None
+) -> Response:
     async with transaction() as db:
         build = await latest_build(db, endpoint.id)
     body = await render_template(
-        "deployments/_build.html", endpoint=endpoint, **build_context(endpoint, build)
+        "deployments/_build.html", endpoint=endpoint, notice=notice, **build_context(endpoint, build)
     )
+    response = Response(body, status=status)
     if status is None:
-        status = 200 if (build is not None and build.active) or not htmx.is_htmx() else STOP_POLLING
-    return Response(body, status=status)
+        running = build is not None and build.active
+        response.status_code = 200 if running or not htmx.is_htmx() else STOP_POLLING
+        if not running and htmx.is_htmx():
+            response.headers["HX-Trigger"] = STATUS_CHANGED  # Deploy may be possible now
+    return response
 
 
 @blueprint.post("/endpoints/<int:endpoint_id>/builds")
@@ -40,9 +55,9 @@ async def build(endpoint_id: int) -> Response:
             row = await queue_build(db, current_user(), endpoint)
     except ReleaseConflictError as error:
         raise conflict(error) from None
-    await enqueue("build", row.id)
+    sent = await enqueue("build", row.id)
     logger.info("build queued", extra={"endpoint": endpoint.name, "build": row.id})
-    return page_or(await _build_panel(endpoint, 200), endpoint, "deploy")
+    return page_or(await _build_panel(endpoint, 200, queue_notice(sent)), endpoint, "deploy")
 
 
 @blueprint.get("/endpoints/<int:endpoint_id>/builds/latest")

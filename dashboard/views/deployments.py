@@ -26,6 +26,7 @@ from dashboard.releases import (
     queue_undeploy_all_then_delete,
 )
 from dashboard.snapshots import release_diff
+from dashboard.views.live import live_workers
 from dashboard.views.loading import load_endpoint
 from dashboard.views.panels import (
     STOP_POLLING,
@@ -35,8 +36,10 @@ from dashboard.views.panels import (
     environment_context,
     load_deployment,
     page_or,
+    queue_notice,
     render_panel,
 )
+from dashboard.views.summary import render_summary
 from dashboard.worker.context import dashboard_provider
 from podroute.providers.base import DeployError
 
@@ -69,11 +72,12 @@ async def deploy(endpoint_id: int, environment: str) -> Response:
         return await _confirm_draft(endpoint, environment, error)
     except ReleaseConflictError as error:
         raise conflict(error) from None
-    await enqueue("deploy", row.id)
+    sent = await enqueue("deploy", row.id)
     logger.info(
         "deployment queued", extra={"endpoint": endpoint.name, "deployment": row.id, "env": environment}
     )
-    return page_or(await render_panel(endpoint, environment, 200), endpoint, f"env-{environment}")
+    panel = await render_panel(endpoint, environment, 200, queue_notice(sent))
+    return page_or(panel, endpoint, f"env-{environment}")
 
 
 async def _confirm_draft(endpoint: Endpoint, environment: str, error: DraftDiffersError) -> Response:
@@ -93,11 +97,10 @@ async def rollback(deployment_id: int) -> Response:
             row = await queue_rollback(db, current_user(), endpoint, target)
     except ReleaseConflictError as error:
         raise conflict(error) from None
-    await enqueue("rollback", row.id)
+    sent = await enqueue("rollback", row.id)
     logger.info("rollback queued", extra={"endpoint": endpoint.name, "deployment": row.id})
-    return page_or(
-        await render_panel(endpoint, target.environment, 200), endpoint, f"env-{target.environment}"
-    )
+    panel = await render_panel(endpoint, target.environment, 200, queue_notice(sent))
+    return page_or(panel, endpoint, f"env-{target.environment}")
 
 
 @blueprint.get("/deployments/<int:deployment_id>/diff")
@@ -145,13 +148,17 @@ async def undeploy(endpoint_id: int, environment: str) -> Response:
 
 @blueprint.get("/endpoints/<int:endpoint_id>/environments/<environment>/workers")
 async def workers(endpoint_id: int, environment: str) -> Response:
-    """Workers by state of the live endpoint (refreshed by the status sync); 286 when not live."""
+    """Workers by state of the live endpoint, read from its provider now (a read at most a second
+    old is shared); 286 when not live. The header's status badges come along (out of band)."""
     endpoint = await load_endpoint(endpoint_id)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, check_environment(environment))
+    live = await live_workers().observe(state().settings, current) if current is not None else None
     body = await render_template(
-        "deployments/_workers.html", endpoint=endpoint, environment=environment, current=current
+        "deployments/_workers.html", endpoint=endpoint, environment=environment, current=current, live=live
     )
+    if htmx.is_htmx():
+        body += await render_summary(endpoint)
     return Response(body, status=200 if current is not None else STOP_POLLING)
 
 

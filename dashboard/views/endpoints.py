@@ -12,11 +12,11 @@ from quart import Blueprint, Response, flash, redirect, render_template, request
 from werkzeug.exceptions import BadRequest, NotFound
 
 from dashboard import htmx
-from dashboard.configs import FIELD_LABELS, config_sources, masked_env
+from dashboard.configs import FIELD_LABELS, masked_env
 from dashboard.context import current_user, state, transaction
-from dashboard.discovery import DiscoveredResource, DiscoveryError
+from dashboard.discovery import DiscoveredResource
 from dashboard.forms import EndpointForm, EnvRow, parse_endpoint_form
-from dashboard.models import Endpoint
+from dashboard.models import DEPLOYMENT_ACTIVE, Endpoint
 from dashboard.operations import (
     NameTakenError,
     TargetTakenError,
@@ -27,7 +27,7 @@ from dashboard.operations import (
 )
 from dashboard.queries import (
     ENDPOINT_STATUSES,
-    endpoint_status,
+    environment_statuses,
     gateway_urls,
     get_endpoint,
     list_audit_events,
@@ -37,6 +37,7 @@ from dashboard.queries import (
 from dashboard.tryit import HTTP_METHODS, AllowedTargets, TryItError, TryItRequest, send
 from dashboard.views.loading import load_endpoint
 from dashboard.views.panels import deploy_context
+from dashboard.views.summary import code_of, config_context, status_context
 from podroute.catalog import CPU_INSTANCE_IDS, DATA_CENTERS, GPU_ANY, GPU_POOLS
 from podroute.project import service_names
 
@@ -46,6 +47,10 @@ blueprint = Blueprint("endpoints", __name__, url_prefix="/endpoints")
 MAX_SEARCH = 100
 PAGE_SIZE = 50
 """Endpoints per page of the list."""
+LIST_POLL_BUSY_S = 2
+"""How often the list refreshes its rows while an operation runs on one of them."""
+LIST_POLL_IDLE_S = 10
+"""How often it refreshes them otherwise (a deploy from the CLI or another tab shows up too)."""
 MAX_TRY_FIELD = 2048
 MAX_TRY_BODY = 256 * 1024
 
@@ -82,8 +87,12 @@ async def index() -> str:
     status = status if status in ENDPOINT_STATUSES else ""
     raw_page = request.args.get("page", "1")
     page = int(raw_page) if raw_page.isdigit() and 0 < len(raw_page) < 6 and int(raw_page) > 0 else 1
+    environments = state().settings.environments
     async with transaction() as db:
-        rows = await list_endpoints(db, search, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+        rows = await list_endpoints(
+            db, search, status, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE, environments=environments
+        )
+        statuses = await environment_statuses(db, [row.endpoint.id for row in rows[:PAGE_SIZE]])
     template = (
         "endpoints/_rows.html"
         if htmx.is_partial() and htmx.target() == "endpoint-rows"
@@ -95,9 +104,14 @@ async def index() -> str:
             {k: v for k, v in (("q", search), ("status", status)) if v} | {"page": number}
         )
 
+    busy = any(seen.status in DEPLOYMENT_ACTIVE for found in statuses.values() for seen in found.values())
     return await render_template(
         template,
         rows=rows[:PAGE_SIZE],
+        env_statuses=statuses,
+        environments=environments,
+        poll_url=page_url(page),
+        poll_s=LIST_POLL_BUSY_S if busy else LIST_POLL_IDLE_S,
         q=search,
         status=status,
         statuses=ENDPOINT_STATUSES,
@@ -186,20 +200,6 @@ async def env_row() -> str:
     return await render_template("endpoints/_env_row.html", row=EnvRow(), index=index, add_next=index + 1)
 
 
-async def _code_of(endpoint: Endpoint) -> tuple[DiscoveredResource | None, str | None]:
-    try:
-        discovery = await state().discovery.get()
-    except DiscoveryError as error:
-        return None, str(error)
-    found = discovery.find(endpoint.service, endpoint.resource)
-    if found is not None:
-        return found, None
-    failed = next((e for e in discovery.errors if e.service == endpoint.service), None)
-    if failed is not None:
-        return None, f"service {failed.service!r} failed to import: {failed.message}"
-    return None, f"no resource {endpoint.resource!r} is declared in service {endpoint.service!r}"
-
-
 def _default_base_url(endpoint: Endpoint) -> str:
     template = state().settings.try_it_base_url
     return (
@@ -249,19 +249,16 @@ def _try_defaults(endpoint: Endpoint, code: DiscoveredResource | None, route_ind
 
 
 async def _detail_context(endpoint: Endpoint, route_index: int = 0) -> dict[str, Any]:
-    code, code_error = await _code_of(endpoint)
+    code, code_error = await code_of(endpoint)
     async with transaction() as db:
-        status = await endpoint_status(db, endpoint.id)
         events = await list_audit_events(db, limit=10, target_id=endpoint.id)
     return {
-        "endpoint": endpoint,
         "env": masked_env(endpoint),
-        "status": status,
         "code": code,
+        **await status_context(endpoint),
+        **await config_context(endpoint, code),
         "code_error": code_error,
-        "sources": config_sources(endpoint, code.config if code is not None else None),
         "events": events,
-        "labels": FIELD_LABELS,
         "try": _try_defaults(endpoint, code, route_index),
         "methods": HTTP_METHODS,
         "result": None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from quart import Response, flash, redirect, render_template
@@ -22,9 +23,10 @@ from dashboard.queries import (
     latest_build,
     list_deployments,
 )
-from dashboard.releases import ReleaseConflictError
+from dashboard.releases import ReleaseConflictError, deployable_build
 from dashboard.scaling import ScalingForm
 from dashboard.snapshots import draft_changes, release_diff, restored_by_rollback
+from dashboard.views.summary import render_summary
 from dashboard.worker.builds import build_result
 from dashboard.worker.celery_app import send
 from podroute.providers.base import DeployError
@@ -34,6 +36,19 @@ logger = logging.getLogger("dashboard.deployments")
 
 STOP_POLLING = 286
 """The status that tells htmx to stop polling an element (its task has finished)."""
+
+
+STATUS_CHANGED = "status-changed"
+"""The htmx event (an `HX-Trigger` header) saying a build ended or operations were queued: the
+environment panels, which listen for it on `body`, refresh themselves."""
+
+
+@dataclass(frozen=True)
+class Notice:
+    """The result of an action, shown in the card of the action (`kind`: success, warning, error)."""
+
+    kind: str
+    text: str
 
 
 def check_environment(name: str) -> str:
@@ -53,7 +68,8 @@ QUEUE_DOWN = (
 async def enqueue(action: str, row_id: int, *, warn: bool = True) -> bool:
     """Send the task; if the broker is down the row stays queued and the status sync resends it.
 
-    Returns False when the queue did not answer (with `warn`, the page says so in a flash message).
+    Returns False when the queue did not answer. With `warn`, a plain form post gets a flash
+    message on the page it is redirected to; an htmx widget shows `queue_notice` in its own card.
     """
     try:
         await asyncio.to_thread(send, state().celery, action, row_id)
@@ -61,23 +77,35 @@ async def enqueue(action: str, row_id: int, *, warn: bool = True) -> bool:
         logger.exception(
             "enqueueing failed; the status sync will resend it", extra={"action": action, "id": row_id}
         )
-        if warn:
+        if warn and not htmx.is_htmx():
             await flash(QUEUE_DOWN, "warning")
         return False
     return True
 
 
-async def environment_context(endpoint: Endpoint, environment: str) -> dict[str, Any]:
-    """What one environment's panel shows: current release, running operation, history."""
+def queue_notice(sent: bool) -> Notice | None:
+    """What a card says next to its action when the task queue did not answer."""
+    return None if sent else Notice("warning", QUEUE_DOWN)
+
+
+async def environment_context(
+    endpoint: Endpoint, environment: str, notice: Notice | None = None
+) -> dict[str, Any]:
+    """What one environment's panel shows: current release, running operation, history, why Deploy
+    cannot work now (it is disabled then), and `notice`, the result of the action just taken."""
+    provider = state().settings.provider_of(environment)
     async with transaction() as db:
         current = await current_deployment(db, endpoint.id, environment)
         running = await active_deployment(db, endpoint.id, environment)
         history = await list_deployments(db, endpoint.id, environment)
+        build = await latest_build(db, endpoint.id, succeeded=True)
         latest = history[0] if history else None
     return {
         "endpoint": endpoint,
         "environment": environment,
-        "provider": state().settings.provider_of(environment),
+        "provider": provider,
+        "deploy_blocked": _deploy_blocked(build, environment, provider, running),
+        "notice": notice,
         "current": current,
         "running": running,
         "latest": latest,
@@ -88,6 +116,17 @@ async def environment_context(endpoint: Endpoint, environment: str) -> dict[str,
         "adoption": _adoption(current),
         "example_path": _example_path(current),
     }
+
+
+def _deploy_blocked(build: Build | None, environment: str, provider: str, running: Deployment | None) -> str:
+    """Why Deploy cannot work now ('' when it can): the same checks `queue_deploy` makes."""
+    if running is not None:
+        return f"{running.action} #{running.id} is running in {environment}; wait for it to finish"
+    try:
+        deployable_build(build, environment, provider)
+    except ReleaseConflictError as error:
+        return str(error)
+    return ""
 
 
 def _adoption(current: Deployment | None) -> Adoption | None:
@@ -145,12 +184,20 @@ async def deploy_context(endpoint: Endpoint) -> dict[str, Any]:
     }
 
 
-async def render_panel(endpoint: Endpoint, environment: str, status: int | None = None) -> Response:
-    """One environment's panel; 286 to a polling htmx widget once nothing runs there."""
-    context = await environment_context(endpoint, environment)
+async def render_panel(
+    endpoint: Endpoint, environment: str, status: int | None = None, notice: Notice | None = None
+) -> Response:
+    """One environment's panel; 286 to a polling htmx widget once nothing runs there.
+
+    To htmx it also brings the header's status badges, and once the operation has ended the
+    Configuration list (adopting a drift or scaling changes it), as out-of-band swaps.
+    """
+    context = await environment_context(endpoint, environment, notice)
     body = await render_template("deployments/_environment.html", **context, env=context)
     if status is None:
         status = 200 if context["running"] is not None or not htmx.is_htmx() else STOP_POLLING
+    if htmx.is_htmx():
+        body += await render_summary(endpoint, config=context["running"] is None)
     return Response(body, status=status)
 
 

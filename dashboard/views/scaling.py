@@ -16,7 +16,16 @@ from dashboard.queries import get_endpoint
 from dashboard.releases import ReleaseConflictError
 from dashboard.scaling import ScalingForm, parse_scaling, queue_scaling
 from dashboard.views.loading import load_endpoint
-from dashboard.views.panels import check_environment, conflict, enqueue, page_or, render_panel
+from dashboard.views.panels import (
+    STATUS_CHANGED,
+    check_environment,
+    conflict,
+    enqueue,
+    page_or,
+    queue_notice,
+    render_panel,
+)
+from dashboard.views.summary import render_summary
 
 logger = logging.getLogger("dashboard.deployments")
 blueprint = Blueprint("scaling", __name__)
@@ -38,11 +47,12 @@ async def end_drift(endpoint_id: int, environment: str, choice: str) -> Response
             row = await queue(db, current_user(), stored, environment)
     except ReleaseConflictError as error:
         raise conflict(error) from None
-    await enqueue("scale", row.id)
+    sent = await enqueue("scale", row.id)
     logger.info(
         "drift action queued", extra={"endpoint": endpoint.name, "env": environment, "choice": choice}
     )
-    return page_or(await render_panel(endpoint, environment, 200), endpoint, f"env-{environment}")
+    panel = await render_panel(endpoint, environment, 200, queue_notice(sent))
+    return page_or(panel, endpoint, f"env-{environment}")
 
 
 @blueprint.post("/endpoints/<int:endpoint_id>/scaling")
@@ -81,4 +91,7 @@ async def scale(endpoint_id: int) -> Response:
     )
     if not htmx.is_htmx():
         return redirect(f"/endpoints/{endpoint.id}", 303)  # type: ignore[return-value]
-    return Response(body)
+    response = Response(body + await render_summary(endpoint, config=True))
+    if plan.rows:
+        response.headers["HX-Trigger"] = STATUS_CHANGED  # the live environments' panels follow it
+    return response

@@ -133,7 +133,8 @@ class _Run:
             assert row is not None
             row.status, row.error, row.finished_at = status, error, utc_now()
             row.step = "done" if status in ("ready", "deleted") else "failed"
-            row.progress = 100
+            if status != "failed":
+                row.progress = 100  # a failure keeps the progress it stopped at
             row.lease_until, row.lease_owner = None, ""
             for name, value in values.items():
                 setattr(row, name, value)

@@ -54,12 +54,16 @@ def demo_service(project: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 @pytest.fixture(scope="session")
-def dashboard_url(
-    project: Path, demo_service: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
+def dashboard_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The served dashboard's data dir (its SQLite database is `dashboard.sqlite3` there)."""
+    return tmp_path_factory.mktemp("e2e-data")
+
+
+@pytest.fixture(scope="session")
+def dashboard_url(project: Path, demo_service: str, dashboard_data: Path) -> Iterator[str]:
     """`python -m dashboard migrate` then `python -m dashboard` on a fresh data dir; yields its URL.
     Its try-it panel may call the demo service (standing in for the dev server)."""
-    data_dir = tmp_path_factory.mktemp("e2e-data")
+    data_dir = dashboard_data
     env = {k: v for k, v in os.environ.items() if not k.startswith("DASHBOARD_") and k != "DATABASE_URL"}
     env.update(
         DASHBOARD_ENV="production",

@@ -42,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             project_dir=project,
             runtime_url=runtime.url,
             runtime_token_file=runtime.data_dir / "token",
-            sync_interval_s=0.5,
+            sync_interval_s=10.0,  # the default: what a page shows live must not wait for the sync
             lease_s=5.0,
             deploy_timeout_s=60.0,
         )
@@ -86,6 +86,17 @@ def _wait_for_version(url: str, key: str, version: int) -> None:
     raise AssertionError(f"the endpoint still serves {seen} instead of version {version}")
 
 
+def _wait_for_workers(runtime: Runtime, endpoint_id: str, count: int) -> float:
+    """When (monotonic) the runtime itself reports `count` workers for the endpoint."""
+    deadline = time.monotonic() + 60
+    with runtime.provider() as provider:
+        while time.monotonic() < deadline:
+            if sum(provider.status(endpoint_id).workers.values()) == count:
+                return time.monotonic()
+            time.sleep(0.1)
+    raise AssertionError(f"the runtime never reported {count} workers for {endpoint_id}")
+
+
 def _log_in(page: Any) -> None:
     page.goto("/endpoints")
     page.fill("input[name=username]", "admin")
@@ -108,14 +119,25 @@ def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack
     page.click("nav >> text=Import from code")
     page.click("button:has-text('Import selected')")
     page.click("#endpoint-rows >> text=lab")
+    page.evaluate("window.notReloaded = true")  # every check below happens without a reload
+    production = page.locator("#env-production")
+    deploy = production.locator("button:has-text('Deploy to production')")
+    expect(deploy).to_be_disabled()
+    expect(production.locator(".blocked")).to_contain_text("there is no successful build yet")
     page.click("#build-panel button:has-text('Build')")
     expect(page.locator("[data-build-status]")).to_have_attribute(
         "data-build-status", "succeeded", timeout=60_000
     )
+    expect(deploy).to_be_enabled()  # the build panel told the environments (an htmx event)
+    expect(production.locator(".blocked")).to_have_count(0)
 
-    production = page.locator("#env-production")
-    production.locator("button:has-text('Deploy to production')").click()
+    header = page.locator("#endpoint-statuses")
+    expect(header.locator("[data-environment=production]")).to_have_text("production not deployed")
+    deploy.click()
     expect(production.locator(".deployment-status")).to_have_text("ready", timeout=60_000)
+    expect(header.locator("[data-environment=production]")).to_have_text("production ready")
+    expect(header.locator("[data-environment=staging]")).to_have_text("staging not deployed")
+    assert page.evaluate("window.notReloaded") is True
     endpoint_url = production.locator("code.endpoint-url").inner_text()
     assert "Bearer $PODROUTE_API_KEY" in production.locator("pre.snippet").first.inner_text()
 
@@ -132,6 +154,36 @@ def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack
     page.click("button:has-text('Send request')")
     expect(page.locator("#try-result")).to_contain_text("200 OK")
     expect(page.locator("#try-result pre.body")).to_contain_text('"status": "healthy"')
+
+    # Scaling to 2 workers: the worker panel (a live read of the runtime every 2 s, not the 10 s
+    # sync) shows them within ~3 s, and the Configuration panel at once, both without a reload.
+    page.fill("#scaling input[name=workersMin]", "2")
+    page.fill("#scaling input[name=idleTimeout]", "2")
+    started = time.monotonic()
+    page.click("#scaling button:has-text('Apply scaling')")
+    expect(page.locator("#config dd[data-field=workersMin]")).to_have_text(re.compile(r"^2\b"))
+    expect(production.locator(".worker-count")).to_have_text("2", timeout=3_500)
+    expect(production.locator(".workers")).to_contain_text("workersMin=2")
+    shown_after_s = time.monotonic() - started
+    assert shown_after_s <= 3.5, shown_after_s
+    # Back to 0: the idle workers leave after 2 s, long after the scaling task ended; the panel
+    # shows it within ~3 s of the runtime reporting it (the sync would take up to 10 s).
+    page.fill("#scaling input[name=workersMin]", "0")
+    page.click("#scaling button:has-text('Apply scaling')")
+    expect(page.locator("#config dd[data-field=workersMin]")).to_have_text(re.compile(r"^0\b"))
+    gone_at = _wait_for_workers(runtime, production.get_attribute("data-external-id") or "", 0)
+    expect(production.locator(".worker-count")).to_have_text("0", timeout=3_500)
+    shown_after_s = time.monotonic() - gone_at
+    assert shown_after_s <= 3.5, shown_after_s
+    assert page.evaluate("window.notReloaded") is True
+
+    # The list shows each environment's status.
+    listing = context.new_page()
+    listing.goto("/endpoints")
+    row = listing.locator("#endpoint-rows tr", has_text="lab")
+    expect(row.locator("[data-environment=production]")).to_have_text("production ready")
+    expect(row.locator("[data-environment=staging]")).to_have_text("staging not deployed")
+    listing.close()
 
     # workersMax 2 (the code says 3) with one request per worker: under load, the count follows.
     assert page.locator("#scaling input[name=workersMax]").input_value() == "3"
@@ -174,7 +226,10 @@ def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack
     # Undeploy asks first and leaves nothing running.
     production.locator("a:has-text('Undeploy')").click()
     page.click("button:has-text('Undeploy from production')")
-    expect(page.locator("#env-production .deployment-status")).to_have_text("deleted", timeout=60_000)
+    expect(page.locator("#env-production .deployment-status")).to_have_text("undeployed", timeout=60_000)
+    expect(page.locator("#endpoint-statuses [data-environment=production]")).to_have_text(
+        "production undeployed"
+    )
     assert runtime.provider()._call("GET", "/endpoints")["endpoints"] == []
     page.screenshot(path=str(artifacts / "deploy-undeployed.png"), full_page=True)
     context.close()

@@ -113,7 +113,8 @@ def test_a_drained_worker_closes_its_sockets_with_1001(chat: tuple[Runtime, dict
         old = socket.response.headers["x-runpod-worker-id"]
         socket.send(json.dumps({"text": "before"}))
         assert json.loads(socket.recv(timeout=30))["answer"] == "hello old: before"
-        runtime.provider().update(entry["id"], env={"GREETING": "bonjour"})  # a new release rolls out
+        with runtime.provider() as provider:  # a new release rolls out
+            provider.update_env(entry["id"], {"GREETING": "bonjour"})
         with pytest.raises(ConnectionClosed):
             socket.recv(timeout=60)
         assert (socket.close_code, socket.close_reason) == (
