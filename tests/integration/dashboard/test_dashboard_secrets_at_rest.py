@@ -3,20 +3,29 @@ a real `podroute runtime`: a secret env value set on the edit form and deployed 
 no column and no byte of the data folder (the snapshot keeps the version of the value); the diff marks
 a changed secret as '***'; a rollback serves the old value again, also when the old snapshot itself
 is deployed again (the worker refers to the provider secret that release ran with); a rollback whose
-provider secret is gone fails naming the variable, before anything is made."""
+provider secret is gone fails naming the variable, before anything is made. Migration 0009 replaces
+the values older dashboards left in snapshots (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import hmac
 import secrets
-import sqlite3
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from dashboard.db import create_sync_sessions, sqlite_path
-from dashboard.models import Deployment
-from podroute.deploy.model import endpoint_name
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from dashboard.db import alembic_config, create_sync_sessions, sqlite_path, sync_database_url
+from dashboard.models import Deployment, Endpoint
+from dashboard.secret_versions import draft_env, secret_release
+from dashboard.secrets_at_rest import KeyRing
+from podroute.deploy.model import Target, endpoint_name
+from podroute.deploy.preflight import SecretEnv, secret_version
 from tests.integration.dashboard import test_dashboard_deploys as deploys
 from tests.integration.dashboard.test_dashboard_deploys import (
     build,
@@ -77,21 +86,22 @@ async def set_secret(web: Any, endpoint_id: int, key: str, value: str) -> None:
     assert response.status_code == 303, await response.get_data(as_text=True)
 
 
-def cells_holding(database: Path, value: str) -> list[str]:
-    """`table.column` of every cell of the SQLite file whose text or bytes contain `value`."""
+def cells_holding(url: str, value: str) -> list[str]:
+    """`table.column` of every cell of the database (every table, every column, as text) that
+    contains `value`."""
+    engine = sa.create_engine(sync_database_url(url))
     found = []
-    connection = sqlite3.connect(database)
     try:
-        tables = [row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        for table in tables:
-            columns = [row[1] for row in connection.execute(f'PRAGMA table_info("{table}")')]
-            for column in columns:
-                for (cell,) in connection.execute(f'SELECT "{column}" FROM "{table}"'):  # noqa: S608
-                    raw = cell if isinstance(cell, bytes) else str(cell).encode()
-                    if value.encode() in raw:
-                        found.append(f"{table}.{column}")
+        with engine.connect() as connection:
+            inspector = sa.inspect(connection)
+            for table in inspector.get_table_names():
+                for column in inspector.get_columns(table):
+                    cell = sa.cast(sa.column(column["name"]), sa.Text)
+                    texts = connection.execute(sa.select(cell).select_from(sa.table(table))).scalars()
+                    if any(text is not None and value in text for text in texts):
+                        found.append(f"{table}.{column['name']}")
     finally:
-        connection.close()
+        engine.dispose()
     return found
 
 
@@ -100,9 +110,7 @@ def files_holding(folder: Path, value: str) -> list[Path]:
 
 
 def assert_stored_nowhere(settings: Any, value: str) -> None:
-    database = sqlite_path(settings.url)
-    assert database is not None and database.is_file()
-    assert cells_holding(database, value) == []
+    assert cells_holding(settings.url, value) == []
     assert files_holding(settings.data_dir, value) == []  # the database, its WAL, the broker
 
 
@@ -201,3 +209,91 @@ async def test_no_secret_value_is_stored_in_clear_and_rollbacks_serve_the_old_on
         assert secret_value not in caplog.text
         assert secret_value not in worker.log.read_text()
         assert not any(secret_value in line for row in rows(settings) for line in row.log)
+
+
+MIGRATION_SECRET = "at-rest-migration-secret-long-enough-to-count"
+OLD_FINGERPRINT_CONTEXT = b"podroute-dashboard secret env fingerprints v1"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+def _insert_old_snapshots(url: str, value: str) -> tuple[int, int]:
+    """Rows as dashboards before 0009 wrote them: a deploy with the secret value in clear, and a
+    release another tool made (keys only, masked)."""
+    sessions = create_sync_sessions(url)
+    try:
+        with sessions.begin() as session:
+            endpoint = Endpoint(name="old", service="lab", resource="lab", compute="cpu")
+            session.add(endpoint)
+            session.flush()
+            env = {"MODE": "fast", "TOKEN": value, "EMPTY": ""}
+            ours = Deployment(
+                endpoint_id=endpoint.id,
+                environment="production",
+                status="ready",
+                config={"fields": {"workersMax": 1}, "env": env, "secrets": ["EMPTY", "TOKEN"]},
+            )
+            cli = Deployment(
+                endpoint_id=endpoint.id,
+                environment="staging",
+                status="ready",
+                config={"fields": {}, "env": {"TOKEN": "***"}, "secrets": ["TOKEN"]},
+            )
+            session.add_all([ours, cli])
+            session.flush()
+            return ours.id, cli.id
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+def _configs(url: str) -> dict[int, dict[str, Any]]:
+    sessions = create_sync_sessions(url)
+    try:
+        with sessions() as session:
+            return {row.id: row.config for row in session.query(Deployment)}
+    finally:
+        sessions.kw["bind"].dispose()
+
+
+async def _migrate(url: str, action: str, revision: str, ring: KeyRing | None = None) -> None:
+    await asyncio.to_thread(getattr(command, action), alembic_config(url, ring), revision)
+
+
+async def test_the_migration_replaces_stored_secret_values_by_their_version(database_url):
+    value = "old-" + secrets.token_hex(16)
+    await _migrate(database_url, "upgrade", "0008_controlfix")
+    ours, cli = _insert_old_snapshots(database_url, value)
+    assert cells_holding(database_url, value) == ["deployments.config"]  # how it was: in clear
+    ring = KeyRing(MIGRATION_SECRET)
+    try:
+        await _migrate(database_url, "upgrade", "head", ring)
+        configs = _configs(database_url)
+        marker = "secret-version:" + secret_version(ring.fingerprint_key, "TOKEN", value)
+        assert configs[ours]["env"] == {"MODE": "fast", "TOKEN": marker, "EMPTY": ""}
+        assert configs[ours]["secrets"] == ["EMPTY", "TOKEN"]
+        assert configs[cli]["env"] == {"TOKEN": "***"}
+        assert cells_holding(database_url, value) == []
+        database = sqlite_path(database_url)
+        if database is not None:
+            assert files_holding(database.parent, value) == []  # freed space zeroed, WAL gone
+
+        # the marker names the provider secret the value was deployed as (the name the worker
+        # gave it before 0009), and the same value in the draft is no change
+        lab = Target("proj", "production", "lab", "lab")
+        old_key = hmac.new(MIGRATION_SECRET.encode(), OLD_FINGERPRINT_CONTEXT, hashlib.sha256).digest()
+        deployed = SecretEnv({"TOKEN": value}, fingerprint_key=old_key).names(lab)
+        assert secret_release(configs[ours], lab, {}, ring).names == deployed
+        assert draft_env({"TOKEN": (value, True)}, configs[ours], ring) == {"TOKEN": (marker, True)}
+
+        # the downgrade cannot bring the value back; upgrading again changes nothing
+        await _migrate(database_url, "downgrade", "-1", ring)
+        assert _configs(database_url) == configs
+        await _migrate(database_url, "upgrade", "head", ring)
+        assert _configs(database_url) == configs
+    finally:
+        await _migrate(database_url, "downgrade", "base", ring)  # leave the shared database empty
