@@ -12,30 +12,16 @@ from dashboard.models import Deployment, Endpoint, User, utc_now
 from dashboard.queries import add_audit_event, build_with_hash, current_deployment
 from dashboard.releases import ReleaseConflictError, refuse_if_busy
 from dashboard.scaling import SCALING_COLUMNS
-from dashboard.snapshots import restored_by_rollback
+from dashboard.snapshots import next_row, restored_by_rollback
 from podroute.resources import ResourceConfigError
 
 
 def _follow_up(current: Deployment, user: User, action: str, config: dict[str, Any], line: str) -> Deployment:
     """A queued operation on the serving endpoint that keeps its release (scale, apply, adopt)."""
-    return Deployment(
-        endpoint_id=current.endpoint_id,
-        build_id=current.build_id,
-        environment=current.environment,
-        provider=current.provider,
-        action=action,
-        status="queued",
-        step="queued",
-        external_id=current.external_id,
-        url=current.url,
-        release=current.release,
-        build_hash=current.build_hash,
-        rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
-        config=config,
-        observed={"drift": list(current.observed.get("drift", []))},
-        created_by=user.username,
-        log=[line],
-    )
+    restored = current.rollback_of_id if restored_by_rollback(current) else None
+    row = next_row(current, user, action, config, line, rollback_of_id=restored)
+    row.observed = {"drift": list(current.observed.get("drift", []))}
+    return row
 
 
 async def _serving_with_drift(session: AsyncSession, endpoint: Endpoint, environment: str) -> Deployment:

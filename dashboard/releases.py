@@ -20,7 +20,7 @@ from dashboard.queries import (
     latest_build,
     live_deployments,
 )
-from dashboard.snapshots import config_snapshot, draft_changes, restored_by_rollback
+from dashboard.snapshots import config_snapshot, draft_changes, next_row, restored_by_rollback
 
 
 class ReleaseConflictError(RuntimeError):
@@ -155,22 +155,9 @@ async def queue_rollback(
         raise ReleaseConflictError(f"deployment #{target.id} cannot be rolled back to")
     if target.id == current.id:
         raise ReleaseConflictError(f"deployment #{target.id} is already serving {environment}")
-    deployment = Deployment(
-        endpoint_id=endpoint.id,
-        build_id=target.build_id,
-        environment=environment,
-        provider=current.provider,
-        action="rollback",
-        status="queued",
-        step="queued",
-        rollback_of_id=target.id,
-        external_id=current.external_id,
-        url=current.url,
-        release=target.release,
-        build_hash=target.build_hash,
-        config=target.config,
-        created_by=user.username,
-        log=[f"queued: roll {environment} back to deployment #{target.id}"],
+    line = f"queued: roll {environment} back to deployment #{target.id}"
+    deployment = next_row(
+        current, user, "rollback", target.config, line, release_of=target, rollback_of_id=target.id
     )
     session.add(deployment)
     await session.flush()
@@ -192,22 +179,8 @@ async def queue_undeploy(
     current = await current_deployment(session, endpoint.id, environment)
     if current is None:
         raise ReleaseConflictError(f"nothing is deployed in {environment}")
-    deployment = Deployment(
-        endpoint_id=endpoint.id,
-        build_id=current.build_id,
-        environment=environment,
-        provider=current.provider,
-        action="undeploy",
-        status="deleting",
-        step="queued",
-        external_id=current.external_id,
-        url=current.url,
-        release=current.release,
-        build_hash=current.build_hash,
-        config=current.config,
-        created_by=user.username,
-        log=[f"queued: delete endpoint {current.external_id}"],
-    )
+    line = f"queued: delete endpoint {current.external_id}"
+    deployment = next_row(current, user, "undeploy", current.config, line, status="deleting")
     session.add(deployment)
     await session.flush()
     await add_audit_event(session, user, "undeploy", endpoint, {"environment": [environment, None]})

@@ -12,7 +12,7 @@ from dashboard.configs import resource_of
 from dashboard.forms import INT_MAX
 from dashboard.models import Deployment, Endpoint, User, utc_now
 from dashboard.queries import active_deployment, add_audit_event, current_deployment
-from dashboard.snapshots import restored_by_rollback
+from dashboard.snapshots import next_row, restored_by_rollback
 from podroute.resources import FieldProblem, ResourceConfigError
 
 SCALING_FIELDS: dict[str, str] = {
@@ -127,23 +127,9 @@ async def queue_scaling(
         if fields == current.config.get("fields", {}):
             continue
         diff = ", ".join(f"{k} {v[0]} → {v[1]}" for k, v in changes.items())
-        row = Deployment(
-            endpoint_id=endpoint.id,
-            build_id=current.build_id,
-            environment=environment,
-            provider=current.provider,
-            action="scale",
-            status="queued",
-            step="queued",
-            external_id=current.external_id,
-            url=current.url,
-            release=current.release,
-            build_hash=current.build_hash,
-            rollback_of_id=current.rollback_of_id if restored_by_rollback(current) else None,
-            config={**current.config, "fields": fields},
-            created_by=user.username,
-            log=[f"queued: scaling {diff}"],
-        )
+        restored = current.rollback_of_id if restored_by_rollback(current) else None
+        config = {**current.config, "fields": fields}
+        row = next_row(current, user, "scale", config, f"queued: scaling {diff}", rollback_of_id=restored)
         session.add(row)
         plan.rows.append(row)
     await session.flush()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from dashboard.configs import ConfigState, describe_changes, state_of
-from dashboard.models import Deployment, Endpoint
+from dashboard.models import Deployment, Endpoint, User
 from dashboard.secret_versions import draft_env, snapshot_env
 from dashboard.secrets_at_rest import key_ring
 
@@ -54,3 +54,36 @@ def draft_changes(current: Deployment, endpoint: Endpoint) -> dict[str, list[Any
 def restored_by_rollback(current: Deployment) -> bool:
     """True when what serves came from a rollback (also after scaling the restored release)."""
     return current.action == "rollback" or (current.action == "scale" and current.rollback_of_id is not None)
+
+
+def next_row(
+    current: Deployment,
+    user: User,
+    action: str,
+    config: dict[str, Any],
+    line: str,
+    *,
+    release_of: Deployment | None = None,
+    rollback_of_id: int | None = None,
+    status: str = "queued",
+) -> Deployment:
+    """A queued operation on the provider endpoint `current` serves (a new history row: the rows
+    before it never change), releasing `release_of`'s build and release (default: `current`'s)."""
+    source = release_of or current
+    return Deployment(
+        endpoint_id=current.endpoint_id,
+        build_id=source.build_id,
+        environment=current.environment,
+        provider=current.provider,
+        action=action,
+        status=status,
+        step="queued",
+        external_id=current.external_id,
+        url=current.url,
+        release=source.release,
+        build_hash=source.build_hash,
+        rollback_of_id=rollback_of_id,
+        config=config,
+        created_by=user.username,
+        log=[line],
+    )
