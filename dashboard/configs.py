@@ -183,8 +183,9 @@ _NOT_RESOURCE_FIELDS = ("service", "resource", "compute", "name")
 
 
 def snapshot_values(snapshot: dict[str, Any]) -> dict[str, Any]:
-    """A deployment snapshot's resource values in Flash's names, `env` included (secret values too:
-    they go to the provider, never to a page or a log)."""
+    """A deployment snapshot's resource values in Flash's names, `env` included (a secret variable
+    as the snapshot holds it: a version marker, or the provider secret reference the worker puts
+    in its place; never a value)."""
     fields = snapshot.get("fields", {})
     values = {key: value for key, value in fields.items() if key not in _NOT_RESOURCE_FIELDS}
     values["env"] = dict(snapshot.get("env", {}))

@@ -5,6 +5,10 @@ secrets listed in `DASHBOARD_OLD_SECRET_KEYS` still decrypt, so rotating the sec
 `python -m dashboard reencrypt` then rewrites every value under the current secret. Columns use
 `EncryptedText`, so the rest of the code reads and writes plain strings.
 
+Values the dashboard must tell apart without keeping them (a deployment snapshot's secret env
+values) are fingerprinted instead: an HMAC under a key derived from the same secret
+(`KeyRing.fingerprint_keys`), which also names the value's provider secret.
+
 The key ring is process-wide because a column type cannot see the app that runs the query: the
 web app, the Celery worker and the CLI install it from their settings (`install_key_ring`).
 """
@@ -12,6 +16,8 @@ web app, the Celery worker and the CLI install it from their settings (`install_
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,6 +33,7 @@ PREFIX = "fernet:"
 
 _HKDF_INFO = b"podroute-dashboard secrets at rest v1"
 _HKDF_SALT = b"podroute-dashboard"
+_FINGERPRINT_CONTEXT = b"podroute-dashboard secret env fingerprints v1"
 
 
 class SecretsKeyError(RuntimeError):
@@ -41,6 +48,13 @@ def derive_key(secret: str) -> bytes:
     return base64.urlsafe_b64encode(raw)
 
 
+def derive_fingerprint_key(secret: str) -> bytes:
+    """The key that fingerprints secret env values (HMAC-SHA256 of a fixed context under `secret`)."""
+    if not secret:
+        raise SecretsKeyError("an empty secret cannot key the fingerprints of secret values")
+    return hmac.new(secret.encode(), _FINGERPRINT_CONTEXT, hashlib.sha256).digest()
+
+
 class KeyRing:
     """Encrypts with the current secret's key; decrypts with the current or any older one."""
 
@@ -48,6 +62,13 @@ class KeyRing:
         secrets = [current, *(s for s in older if s and s != current)]
         self._current = Fernet(derive_key(current))
         self._fernet = MultiFernet([self._current, *(Fernet(derive_key(s)) for s in secrets[1:])])
+        self.fingerprint_keys: tuple[bytes, ...] = tuple(derive_fingerprint_key(s) for s in secrets)
+        """Fingerprint keys, the current secret's first (older ones recognise older fingerprints)."""
+
+    @property
+    def fingerprint_key(self) -> bytes:
+        """The current secret's fingerprint key (new fingerprints use it)."""
+        return self.fingerprint_keys[0]
 
     def encrypt(self, plain: str) -> str:
         """The stored form of `plain`: 'fernet:' + a Fernet token."""

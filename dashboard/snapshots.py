@@ -1,6 +1,8 @@
 """Deployment snapshots: what a release deployed, and how two snapshots (or the draft) differ.
 
-A deployment row's `config` is immutable once written; these functions only read it.
+A deployment row's `config` is immutable once written; these functions only read it. A "secret"
+env variable is snapshotted as the version of its value, never the value
+(`dashboard.secret_versions`), so diffs compare versions and show '***' only.
 """
 
 from __future__ import annotations
@@ -9,14 +11,17 @@ from typing import Any
 
 from dashboard.configs import ConfigState, describe_changes, state_of
 from dashboard.models import Deployment, Endpoint, User
+from dashboard.secret_versions import draft_env, snapshot_env
+from dashboard.secrets_at_rest import key_ring
 
 
 def config_snapshot(endpoint: Endpoint) -> dict[str, Any]:
-    """What a deployment deploys: the config fields, the env (secret values included: never shown)."""
+    """What a deployment deploys: the config fields, the env (secret variables as the version of
+    their value, never the value) and the names of the secret variables."""
     state = state_of(endpoint)
     return {
         "fields": state.fields,
-        "env": {key: value for key, (value, _secret) in state.env.items()},
+        "env": snapshot_env(state.env, key_ring()),
         "secrets": sorted(key for key, (_value, secret) in state.env.items() if secret),
     }
 
@@ -39,8 +44,11 @@ def release_diff(release: Deployment, current: Deployment) -> dict[str, list[Any
 
 
 def draft_changes(current: Deployment, endpoint: Endpoint) -> dict[str, list[Any]]:
-    """Field -> [serving, draft]: how the stored draft differs from the config `current` released."""
-    return describe_changes(_state(current.config), state_of(endpoint))
+    """Field -> [serving, draft]: how the stored draft differs from the config `current` released
+    (a secret value counts as changed when its version differs; it shows as '***')."""
+    draft = state_of(endpoint)
+    marked = ConfigState(draft.fields, draft_env(draft.env, current.config, key_ring()))
+    return describe_changes(_state(current.config), marked)
 
 
 def restored_by_rollback(current: Deployment) -> bool:

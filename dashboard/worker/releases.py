@@ -8,8 +8,6 @@ provider endpoint and finishes the same deployment once.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,12 +15,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dashboard.configs import desired_config
-from dashboard.models import SETTLED_STATUSES, Build, Deployment, Endpoint, utc_now
-from dashboard.settings import DashboardSettings
+from dashboard.models import SETTLED_STATUSES, Build, Deployment, Endpoint, EnvVar, utc_now
+from dashboard.secret_versions import released_snapshot, require_held_secrets, secret_release
+from dashboard.secrets_at_rest import KeyRing, installed_key_ring
 from dashboard.worker.builds import build_result
 from dashboard.worker.context import Context, TransientError, append_log, is_transient, note
 from podroute.deploy.model import SCALING_FIELDS, ActualEndpoint
-from podroute.deploy.preflight import SecretEnv
 from podroute.deploy.rollout import (
     RolloutEvent,
     RolloutStep,
@@ -34,16 +32,13 @@ from podroute.deploy.rollout import (
 from podroute.providers.base import DeployError, EndpointNotFoundError, Provider
 
 _PROGRESS = {"claimed": 5, "upload": 15, "release": 35, "scale": 50, "wait": 65, "ready": 100}
-_FINGERPRINT_CONTEXT = b"podroute-dashboard secret env fingerprints v1"
 
 
-def secret_env_of(snapshot: Mapping[str, Any], settings: DashboardSettings) -> SecretEnv:
-    """A snapshot's "secret" env values, which a deploy keeps as provider secrets (the released env
-    refers to them and never holds a value). Their fingerprints are keyed by the dashboard secret."""
-    env = snapshot.get("env", {})
-    values = {key: str(env[key]) for key in snapshot.get("secrets", []) if env.get(key)}
-    key = hmac.new(settings.signing_key.encode(), _FINGERPRINT_CONTEXT, hashlib.sha256).digest()
-    return SecretEnv(values, fingerprint_key=key)
+def secret_values(session: Session, endpoint_id: int) -> dict[str, str]:
+    """The endpoint's current secret env values (decrypted from their `EnvVar` rows): a deploy
+    stores one as a provider secret only while it is the value the snapshot versioned."""
+    query = select(EnvVar).where(EnvVar.endpoint_id == endpoint_id, EnvVar.secret.is_(True))
+    return {var.key: var.value for var in session.scalars(query)}
 
 
 def current_release(
@@ -198,7 +193,10 @@ def _deploy(
     context = run.context
     target = context.target(endpoint, row.environment)
     build = build_result(build_row)
-    config = desired_config(row.config, build.manifest.get("resource", {}))
+    ring = installed_key_ring() or KeyRing(*context.settings.encryption_secrets)
+    with context.sessions() as session:
+        secrets = secret_release(row.config, target, secret_values(session, endpoint.id), ring)
+    config = desired_config(released_snapshot(row.config, secrets), build.manifest.get("resource", {}))
     run.step(
         "upload", f"{row.action} #{row.id}, attempt {row.attempts}: build {build.sha256[:12]} to {target.key}"
     )
@@ -215,6 +213,7 @@ def _deploy(
             run.log(event.line)
 
     try:
+        require_held_secrets(provider, secrets)
         result = roll_out(
             provider,
             target,
@@ -223,7 +222,7 @@ def _deploy(
             deployed_by=f"dashboard:{row.created_by}",
             progress=progress,
             timeout_s=context.settings.deploy_timeout_s,
-            secret_env=secret_env_of(row.config, context.settings),
+            secret_env=secrets.secret_env,
         )
     except DeployError as error:
         if is_transient(error):

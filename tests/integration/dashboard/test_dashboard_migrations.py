@@ -29,7 +29,7 @@ TABLES = {
     "sync_lock",
     "worker_samples",
 }
-HEAD = "0008_controlfix"
+HEAD = "0009_atrest"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,6 +85,8 @@ async def test_each_revision_steps_down_and_up(database_url):
     }
     assert await _inspect(database_url, _tables) == TABLES - added_later
     await _alembic(database_url, "upgrade", "head")
+    await _alembic(database_url, "downgrade", "-1")  # 0009 rewrote data only
+    assert await _inspect(database_url, _tables) == TABLES
     await _alembic(database_url, "downgrade", "-1")
     assert await _inspect(database_url, _tables) == TABLES - {"worker_samples"}
     assert "volume_mount_path" in await _inspect(database_url, _endpoint_columns)

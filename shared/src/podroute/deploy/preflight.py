@@ -2,7 +2,8 @@
 
 - `credential_lines`: one warning per plain env value that looks like a credential (never quoting
   it), pointing to `Secret("name")` (or, in the dashboard, the "secret" box);
-- `SecretEnv`: env values to keep as provider secrets (the dashboard's "secret" variables);
+- `SecretEnv`: env values to keep as provider secrets (the dashboard's "secret" variables), each
+  named by its version (`secret_version`, a keyed fingerprint of the value);
   `with_secret_env` puts references to them (`{{ RUNPOD_SECRET_<name> }}`, names by
   `env_secret_name`) in the config, so no value reaches a release, and `store_secret_env` creates
   the ones the provider does not hold yet;
@@ -47,8 +48,15 @@ class SecretEnv:
         }
 
     def _version(self, key: str, value: str) -> str:
-        message = f"{key}\0{value}".encode()
-        return hmac.new(self.fingerprint_key, message, hashlib.sha256).hexdigest()[:12]
+        return secret_version(self.fingerprint_key, key, value)
+
+
+def secret_version(fingerprint_key: bytes, key: str, value: str) -> str:
+    """The version of value `value` of env variable `key` (12 hex digits of an HMAC-SHA256 under
+    `fingerprint_key`): what `SecretEnv` puts in the provider secret's name; a caller may store it
+    to tell values apart without keeping them."""
+    message = f"{key}\0{value}".encode()
+    return hmac.new(fingerprint_key, message, hashlib.sha256).hexdigest()[:12]
 
 
 def credential_lines(target: Target, config: DesiredConfig) -> list[str]:
