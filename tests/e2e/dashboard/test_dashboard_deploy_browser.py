@@ -214,7 +214,10 @@ def test_build_deploy_scale_roll_back_and_undeploy_in_the_browser(browser, stack
     page.click("#build-panel button:has-text('Build')")
     expect(page.locator("[data-build-status]")).to_have_text("build #2 succeeded", timeout=60_000)
     production.locator("button:has-text('Deploy to production')").click()
-    expect(production.locator(".deployment-status")).to_have_text("ready", timeout=60_000)
+    # the panel's newest row is the new deploy (not the scaling row before it), and it is ready
+    expect(production.locator(".status-panel p").first).to_contain_text(
+        re.compile(r"ready\s+deploy #\d+"), timeout=60_000
+    )
     _wait_for_version(endpoint_url, key, 2)
     production.locator("a:has-text('Diff')").first.click()
     expect(production.locator(".diff-view")).to_contain_text("build")

@@ -111,7 +111,7 @@ def test_a_deploy_from_another_tool_updates_the_same_endpoint(project: Path, run
         assert [e.id for e in provider.list_endpoints(target.project)] == [entry["id"]]
         releases = provider.status(entry["id"]).releases
         assert [(r.number, r.deployed_by.split(":")[0]) for r in releases] == [(1, "cli"), (2, "dashboard")]
-        assert releases[1].config["env_keys"] == ["LAB_STARTUP_S"] and "0.1" not in repr(releases[1])
+        assert releases[1].config["env_keys"] == ["LAB_STARTUP_S"] and "0.1" not in repr(releases[1].config)
     listed = cli(project, "deploy", "list")
     assert f"lab/lab: {entry['id']}" in listed and "release #2" in listed and "by dashboard:ann" in listed
     assert gateway_ping(entry["url"], entry["api_key"]) == 200
