@@ -5,6 +5,7 @@ SIGKILLed mid-deploy whose deployment still finishes exactly once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import time
@@ -320,3 +321,17 @@ async def test_worker_killed_mid_deploy_is_redelivered_and_finishes_once(web, se
     assert named(runtime, endpoint_name(target(settings, "production"))) == [killed.external_id]
     assert health(done, runtime)["status"] == "healthy"
     provider(runtime).delete(done.external_id)
+
+
+def test_the_periodic_sync_is_quiet_when_nothing_changes(worker):
+    """Issue #10 item 13: six sync cycles with nothing to do leave no INFO line per task."""
+    time.sleep(3.0)  # the fixture's beat sends the sync every 0.5 s
+    lines = [json.loads(line) for line in worker.log.read_text().splitlines() if line.startswith("{")]
+    per_task = [
+        entry
+        for entry in lines
+        if entry.get("logger") in ("celery.beat", "celery.worker.strategy", "celery.app.trace")
+        and entry["level"] == "INFO"
+    ]
+    assert per_task == [], per_task[:3]
+    assert any("ready" in entry["msg"] for entry in lines), lines[-5:]
