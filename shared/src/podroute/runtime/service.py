@@ -55,17 +55,9 @@ from podroute.runtime.state import (
 from podroute.runtime.volumes import VolumeConfigError, parse_volumes, volume_mount_for
 from podroute.runtime.workers import WorkerSpec
 from podroute.secrets import check_secrets, missing_secrets_message
-from podroute.settings import SettingsError
+from podroute.settings import read_int, read_number, read_seconds
 
 logger = logging.getLogger("podroute.runtime")
-
-
-def _float_env(key: str, default: float) -> float:
-    raw = os.environ.get(key, "").strip()
-    try:
-        return float(raw) if raw else default
-    except ValueError:
-        raise SettingsError(f"{key}={raw!r} is not a number") from None
 
 
 @dataclass(frozen=True)
@@ -111,21 +103,23 @@ class RuntimeSettings:
         DAILY_BUDGET_USD (per endpoint; 0 = no budget) and VOLUMES (`VOLUME_ID=FOLDER,...`)."""
         env = os.environ
         metrics = MetricsSettings(
-            retention_s=_float_env("PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
-            raw_limit=int(_float_env("PODROUTE_RUNTIME_METRICS_RAW_LIMIT", 10_000)),
+            retention_s=read_seconds(env, "PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
+            raw_limit=read_int(env, "PODROUTE_RUNTIME_METRICS_RAW_LIMIT", 10_000, minimum=1),
         )
         return cls(
             metrics=metrics,
-            daily_budget_usd=_float_env("PODROUTE_RUNTIME_DAILY_BUDGET_USD", 0.0),
+            daily_budget_usd=read_number(
+                env, "PODROUTE_RUNTIME_DAILY_BUDGET_USD", 0.0, minimum=0.0, maximum=1e9
+            ),
             data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
             host=env.get("PODROUTE_RUNTIME_HOST", "localhost"),
             port=int(env.get("PODROUTE_RUNTIME_PORT", "8800")),
             token=env.get("PODROUTE_RUNTIME_TOKEN") or None,
             environment_mode=env.get("PODROUTE_RUNTIME_ENV_MODE", "isolated"),
-            wait_limit_s=_float_env("PODROUTE_RUNTIME_WAIT_S", 120.0),
-            execution_limit_s=_float_env("PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
-            keep_alive_s=_float_env("PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
-            read_timeout_s=_float_env("PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
+            wait_limit_s=read_seconds(env, "PODROUTE_RUNTIME_WAIT_S", 120.0),
+            execution_limit_s=read_seconds(env, "PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
+            keep_alive_s=read_seconds(env, "PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
+            read_timeout_s=read_seconds(env, "PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
             volumes=parse_volumes(env.get("PODROUTE_RUNTIME_VOLUMES", "")),
         )
 
