@@ -16,11 +16,11 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
-from quart import Quart
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STRICT = os.environ.get("PODROUTE_STRICT_TESTS") == "1"
@@ -33,14 +33,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.contextmanager
-def hypercorn_server(app: Quart) -> Iterator[str]:
-    """Serve `app` on real Hypercorn on an ephemeral loopback port; yields the base URL."""
+def loopback_socket() -> socket.socket:
+    """A listening socket on an ephemeral 127.0.0.1 port, ready to hand to Hypercorn."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def hypercorn_server(
+    app: Any,
+    ready_path: str = "/openapi.json",
+    ready: tuple[int, ...] = (200, 204),
+    sock: socket.socket | None = None,
+) -> Iterator[str]:
+    """Serve `app` on real Hypercorn in a thread, on `sock` or an ephemeral loopback port; yields
+    the base URL once `ready_path` answers one of `ready`."""
+    sock = sock or loopback_socket()
     port = sock.getsockname()[1]
     config = Config()
     config.bind = [f"fd://{sock.fileno()}"]
@@ -54,7 +66,7 @@ def hypercorn_server(app: Quart) -> Iterator[str]:
     )
     thread.start()
     base = f"http://127.0.0.1:{port}"
-    wait_for_http(base + "/openapi.json")
+    wait_for_http(base + ready_path, ok=ready, timeout=30)
     try:
         yield base
     finally:

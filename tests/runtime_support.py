@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
@@ -17,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from hypercorn.asyncio import serve
-from hypercorn.config import Config
 
 from podroute.client import EndpointClient, RetryPolicy
 from podroute.deploy.environments import Environments
@@ -26,7 +23,7 @@ from podroute.project import project_name
 from podroute.providers.local import LocalRuntimeProvider
 from podroute.runtime.gateway import Gateway
 from podroute.runtime.service import RuntimeSettings, create_runtime_app
-from tests.helpers import REPO_ROOT, CliServer, free_port, wait_for_http
+from tests.helpers import REPO_ROOT, CliServer, free_port, hypercorn_server, loopback_socket, wait_for_http
 
 RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)
 """Retries for tests that call endpoints while workers come and go."""
@@ -152,27 +149,12 @@ class InProcessRuntime(Runtime):
 @contextlib.contextmanager
 def runtime_in_process(data_dir: Path) -> Iterator[InProcessRuntime]:
     """`create_runtime_app` on a loopback port in a background thread (shared environments)."""
-    port = free_port()
+    sock = loopback_socket()
+    port = sock.getsockname()[1]
     settings = RuntimeSettings(data_dir=data_dir, host="127.0.0.1", port=port, environment_mode="shared")
     app = create_runtime_app(settings)
-    config = Config()
-    config.bind = [f"127.0.0.1:{port}"]
-    config.graceful_timeout = 2
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    thread = threading.Thread(
-        target=loop.run_until_complete,
-        args=(serve(app, config, shutdown_trigger=stop.wait),),  # type: ignore[arg-type]
-        daemon=True,
-    )
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_http(f"{url}/control/health", ok=(200, 401), timeout=30)
+    with hypercorn_server(app, "/control/health", (200, 401), sock) as url:
         yield InProcessRuntime(None, url, data_dir, app.extensions["podroute_gateway"])
-    finally:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(30)
 
 
 def process_memory(pid: int) -> dict[str, int]:
