@@ -8,7 +8,7 @@ import asyncio
 import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from alembic import command
@@ -145,6 +145,23 @@ async def _in_transaction(settings: DashboardSettings, work: Any) -> Any:
         await engine.dispose()
 
 
+def _run_and_report(
+    settings: DashboardSettings,
+    work: Any,
+    report: Callable[[Any], str],
+    errors: tuple[type[Exception], ...] = (),
+) -> int:
+    """Run `work(session)` in one transaction; print `report(result)`, or the error (exit 1)."""
+    expected: tuple[type[Exception], ...] = (DatabaseBehindError, *errors)
+    try:
+        result = asyncio.run(_in_transaction(settings, work))
+    except expected as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(report(result))
+    return 0
+
+
 def logout_all(settings: DashboardSettings, username: str) -> int:
     """End every session (of `username` only when given)."""
 
@@ -159,13 +176,8 @@ def logout_all(settings: DashboardSettings, username: str) -> int:
         await add_audit_event(session, None, "logout-all", None, {"sessions_ended": [None, ended]})
         return ended
 
-    try:
-        ended = asyncio.run(_in_transaction(settings, work))
-    except (LookupError, DatabaseBehindError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"ended {ended} session(s){f' of {username!r}' if username else ''}")
-    return 0
+    whose = f" of {username!r}" if username else ""
+    return _run_and_report(settings, work, lambda ended: f"ended {ended} session(s){whose}", (LookupError,))
 
 
 def clear_login_throttles(settings: DashboardSettings, username: str, address: str) -> int:
@@ -174,13 +186,9 @@ def clear_login_throttles(settings: DashboardSettings, username: str, address: s
     async def work(session: AsyncSession) -> int:
         return await clear_throttles(session, username, address)
 
-    try:
-        cleared = asyncio.run(_in_transaction(settings, work))
-    except DatabaseBehindError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"cleared {cleared} failed login(s): nobody has to wait any more")
-    return 0
+    return _run_and_report(
+        settings, work, lambda cleared: f"cleared {cleared} failed login(s): nobody has to wait any more"
+    )
 
 
 def reencrypt(settings: DashboardSettings) -> int:
@@ -201,13 +209,12 @@ def reencrypt(settings: DashboardSettings) -> int:
                 rewritten += 1
         return rewritten
 
-    try:
-        count = asyncio.run(_in_transaction(settings, work))
-    except (SecretsKeyError, DatabaseBehindError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    print(f"re-encrypted {count} stored value(s) under the current DASHBOARD_SECRET_KEY")
-    return 0
+    return _run_and_report(
+        settings,
+        work,
+        lambda count: f"re-encrypted {count} stored value(s) under the current DASHBOARD_SECRET_KEY",
+        (SecretsKeyError,),
+    )
 
 
 def serve(settings: DashboardSettings) -> int:
