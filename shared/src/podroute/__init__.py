@@ -11,7 +11,8 @@ async def upper(text: str) -> dict:
     return {"text": text.upper()}
 """
 
-from podroute.app import create_app
+from typing import TYPE_CHECKING, Any
+
 from podroute.binding import accepts
 from podroute.errors import HTTPError
 from podroute.params import LastEventId, Startup
@@ -38,7 +39,20 @@ from podroute.sockets import WebSocket, WebSocketClosedError
 from podroute.sse import ServerSentEvent
 from podroute.state import Mount
 
+if TYPE_CHECKING:
+    from podroute.app import create_app
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # `create_app` imports Quart; a worker (`podroute serve`) serves its routes without it.
+    if name == "create_app":
+        from podroute.app import create_app
+
+        return create_app
+    raise AttributeError(f"module 'podroute' has no attribute {name!r}")
+
 
 __all__ = [
     "AppSettings",

@@ -7,29 +7,32 @@ Each resource is mounted, optionally under a URL prefix. The app adds the health
 
 from __future__ import annotations
 
-import asyncio
-import gc
 import inspect
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from pydantic import PydanticSchemaGenerationError, PydanticUserError
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound, RequestEntityTooLarge
 
-from podroute.binding import Binder, read_body
-from podroute.dispatch import REQUEST_ID_HEADER, call_route, choose_request_id, install_dispatch
+from podroute.binding import read_body
+from podroute.dispatch import REQUEST_ID_HEADER, call_route, choose_request_id
 from podroute.docs import register_docs
-from podroute.errors import HTTPError, MalformedBodyError, RequestValidationError, problem_body
-from podroute.params import resolve_startup_params
-from podroute.registry import Registry, Route, RouteDeclarationError, current_registry
+from podroute.errors import (
+    PROBLEM_CONTENT_TYPE,
+    HTTPError,
+    MalformedBodyError,
+    RequestValidationError,
+    problem_body,
+)
+from podroute.lifecycle import Lifecycle
+from podroute.quart_fallback import install_dispatch
+from podroute.registry import Registry
 from podroute.resources import Resource
-from podroute.responses import json_response, problem_response
+from podroute.responses import JSON_CONTENT_TYPE, encode_json
 from podroute.settings import AppSettings
-from podroute.state import BoundRoute, Mount, PodRouteState, StartupState, not_ready_error
+from podroute.state import BoundRoute, Mount, PodRouteState, StartupState, build_state, not_ready_error
 
 __all__ = [
     "BoundRoute",
@@ -49,6 +52,17 @@ _EXECUTE_KEYS = frozenset({"function", "kwargs"})
 def request_id() -> str:
     """The current Quart request's id: the client's `X-Request-ID` if sane, else a new one."""
     return choose_request_id(request.headers.get(REQUEST_ID_HEADER))
+
+
+def _json_response(value: Any, status: int = 200) -> Response:
+    return Response(encode_json(value), status=status, content_type=JSON_CONTENT_TYPE)
+
+
+def _problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 def _with_request_id(response: Response, rid: str) -> Response:
@@ -82,7 +96,7 @@ def _make_execute_view(routes: dict[str, BoundRoute]) -> Callable[[], Awaitable[
             result = await call_route(function, bound_kwargs, inspect.iscoroutinefunction(function))
         if isinstance(result, Response):
             return _with_request_id(result, rid)
-        return _with_request_id(json_response({"result": result}), rid)
+        return _with_request_id(_json_response({"result": result}), rid)
 
     return execute
 
@@ -107,39 +121,9 @@ def _parse_execute_payload(payload: Any) -> tuple[str, dict[str, Any]]:
     return name, kwargs
 
 
-async def _run_hooks(state: StartupState, who: str) -> None:
-    for hook in state.hooks:
-        name = getattr(hook, "__name__", repr(hook))
-        try:
-            if inspect.iscoroutinefunction(hook):
-                state.results.append(await hook())
-            else:
-                state.results.append(await asyncio.to_thread(hook))
-        except Exception as error:  # a failing hook must mark the worker unhealthy, not crash it
-            state.status, state.error = "failed", f"{name}: {error}"
-            logger.exception("startup hook %s of %s failed; /ping now answers 503", name, who)
-            return
-    state.status = "ready"
-    state.ready_after_s = round(time.monotonic() - state.started_at, 3)
-    if gc.isenabled() and gc.get_freeze_count():
-        gc.freeze()  # what the hooks loaded (models, weights) lives as long as the process
-    logger.info("%s ready after %.3fs of startup hooks", who, state.ready_after_s)
-
-
-def _register_lifecycle(app: Quart, state: PodRouteState) -> None:
-    tasks: list[asyncio.Task[None]] = []
-
-    @app.before_serving
-    async def start_hooks() -> None:
-        for mount, startup in zip(state.mounts, state.startup, strict=True):
-            if startup.status == "starting":
-                startup.started_at = time.monotonic()
-                tasks.append(asyncio.create_task(_run_hooks(startup, mount.resource.name)))
-
-    @app.after_serving
-    async def stop_hooks() -> None:
-        for task in tasks:
-            task.cancel()
+def _register_lifecycle(app: Quart, lifecycle: Lifecycle) -> None:
+    app.before_serving(lifecycle.start)
+    app.after_serving(lifecycle.stop)
 
 
 def _register_request_ids(app: Quart) -> None:
@@ -156,7 +140,7 @@ def _register_errors(app: Quart) -> None:
     @app.errorhandler(HTTPError)
     async def handle_http_error(error: HTTPError) -> Response:
         rid = request_id()
-        return _with_request_id(problem_response(error.status, error.to_problem(rid), error.headers), rid)
+        return _with_request_id(_problem_response(error.status, error.to_problem(rid), error.headers), rid)
 
     @app.errorhandler(HTTPException)
     async def handle_werkzeug_error(error: HTTPException) -> Response:
@@ -174,7 +158,7 @@ def _register_errors(app: Quart) -> None:
             detail = f"the request body is larger than the {limit}-byte limit; send less data"
         else:
             detail = error.description or "the request could not be handled"
-        return _with_request_id(problem_response(status, problem_body(status, detail, rid), headers), rid)
+        return _with_request_id(_problem_response(status, problem_body(status, detail, rid), headers), rid)
 
     @app.errorhandler(Exception)
     async def handle_unexpected(error: Exception) -> Response:
@@ -187,41 +171,7 @@ def _register_errors(app: Quart) -> None:
             extra={"request_id": rid},
         )
         detail = f"an internal error occurred; quote request id {rid} when reporting it"
-        return _with_request_id(problem_response(500, problem_body(500, detail, rid)), rid)
-
-
-def _bind_route(route: Route, mount: Mount, state: StartupState) -> BoundRoute:
-    try:
-        binder = Binder(route)
-    except (TypeError, ValueError, PydanticUserError, PydanticSchemaGenerationError) as error:
-        raise RouteDeclarationError(
-            f"{route.name}: its parameters cannot be validated from a request: {error}"
-        ) from error
-    startup_args = resolve_startup_params(route, binder.startup_params, state.hooks)
-    return BoundRoute(route, mount, binder, state, startup_args)
-
-
-def _bind_mounts(mounts: list[Mount], registry: Registry) -> tuple[list[BoundRoute], list[StartupState]]:
-    routes: list[BoundRoute] = []
-    states: list[StartupState] = []
-    for mount in mounts:
-        entry = registry.entry(mount.resource)
-        if not entry.routes:
-            raise ValueError(f"resource {mount.resource.name!r} has no routes; declare some with @remote")
-        state = StartupState(list(entry.startup_hooks))
-        states.append(state)
-        routes.extend(_bind_route(route, mount, state) for route in entry.routes)
-    return routes, states
-
-
-def _as_mounts(items: Iterable[Resource | Mount]) -> list[Mount]:
-    mounts = [item if isinstance(item, Mount) else Mount(item) for item in items]
-    if not mounts:
-        raise ValueError("create_app needs at least one resource")
-    prefixes = [m.prefix for m in mounts]
-    if len(set(prefixes)) != len(prefixes):
-        raise ValueError(f"two resources are mounted at the same prefix: {prefixes}")
-    return mounts
+        return _with_request_id(_problem_response(500, problem_body(500, detail, rid)), rid)
 
 
 def create_app(
@@ -231,23 +181,34 @@ def create_app(
 ) -> Quart:
     """Build a Quart app serving the routes declared for `resources` (or `Mount`s).
 
-    `registry` defaults to the current one; `settings` to `AppSettings.from_env()`.
+    `registry` defaults to the current one; `settings` to `AppSettings.from_env()`. The lean path
+    (`podroute.dispatch`) serves the `@remote` routes in front of Quart; the app's lifespan runs
+    the startup hooks. Add plain Quart routes, hooks and extensions to it as to any Quart app.
     """
-    settings = settings or AppSettings.from_env()
-    mounts = _as_mounts(resources)
-    routes, startup = _bind_mounts(mounts, registry or current_registry())
+    state = build_state(resources, registry, settings)
+    app = quart_app(state)
+    _register_lifecycle(app, Lifecycle(state))
+    install_dispatch(app, state)
+    return app
+
+
+def quart_app(state: PodRouteState) -> Quart:
+    """The Quart half of an app serving `state`: docs, `/execute`, errors and request ids.
+
+    Neither the lean path nor the startup hooks are installed: `create_app` adds both, and the
+    worker app of `podroute serve` builds this only when a request needs it.
+    """
     app = Quart(__name__)
     app.config.update(
-        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        MAX_CONTENT_LENGTH=state.settings.max_body_bytes,
         PROVIDE_AUTOMATIC_OPTIONS=False,
-        BODY_TIMEOUT=settings.body_timeout,
+        BODY_TIMEOUT=state.settings.body_timeout,
     )
     app.url_map.strict_slashes = False
-    state = PodRouteState(settings, mounts, routes, startup)
     app.extensions["podroute"] = state
-    for mount in mounts:
+    for mount in state.mounts:
         if mount.resource.live:
-            named = {b.route.name: b for b in routes if b.mount is mount and not b.route.is_websocket}
+            named = {b.route.name: b for b in state.routes if b.mount is mount and not b.route.is_websocket}
             app.add_url_rule(
                 f"{mount.prefix}/execute",
                 f"{mount.prefix}:podroute_execute",
@@ -255,10 +216,8 @@ def create_app(
                 methods=["POST"],
             )
     register_docs(app, state)
-    _register_lifecycle(app, state)
     _register_errors(app)
     _register_request_ids(app)
-    install_dispatch(app, state)
     return app
 
 

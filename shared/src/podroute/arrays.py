@@ -30,17 +30,19 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
-import quart
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, TypeAdapter
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from podroute.binding import accepts
+
+if TYPE_CHECKING:
+    import quart
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Protocol, get_args, get_origin
 from urllib.parse import parse_qsl
 
-import quart
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic.fields import FieldInfo
@@ -37,8 +37,11 @@ from podroute.params import is_last_event_id, startup_target
 from podroute.registry import Route
 from podroute.sockets import MessageCodec, socket_types
 
+if TYPE_CHECKING:
+    import quart
+
 QUERY_METHODS = frozenset({"GET", "DELETE"})
-BodyDecoder = Callable[[bytes, quart.Request], Any]
+BodyDecoder = Callable[[bytes, "quart.Request"], Any]
 """Turns a raw request body into the route's arguments (a mapping), or None to fall back to JSON."""
 
 
@@ -106,7 +109,9 @@ def is_whole_body_type(annotation: Any) -> bool:
 
 
 def _is_request_type(annotation: Any) -> bool:
-    return inspect.isclass(annotation) and issubclass(annotation, quart.Request)
+    # A module that annotates with quart.Request has imported Quart; until then nothing can be one.
+    module = sys.modules.get("quart.wrappers.request")
+    return module is not None and inspect.isclass(annotation) and issubclass(annotation, module.Request)
 
 
 def _is_sequence_type(annotation: Any) -> bool:

@@ -11,9 +11,9 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from podroute import __version__
 from podroute.cli_deploy_args import add_deploy_commands, add_secret_commands
@@ -40,15 +40,10 @@ _BUILDING_COMMANDS = frozenset({"build", "deploy"})
 _DEPLOYING_COMMANDS = frozenset({"deploy", "scale", "secret"})
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="podroute",
-        description="Serve async Python functions as load-balanced HTTP routes.",
-        epilog="Run 'podroute COMMAND --help' for a command's options.",
-    )
-    parser.add_argument("--version", action="version", version=f"podroute {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+
+def _add_serve(commands: _Commands) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve one resource's routes as a worker",
@@ -71,6 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--no-access-log", action="store_true", help="do not log each request")
 
+
+def _add_dev(commands: _Commands) -> None:
     dev = commands.add_parser(
         "dev",
         help="serve every service of the project, with docs and reload",
@@ -89,6 +86,8 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     dev.add_argument("--no-reload", action="store_true", help="do not restart on code change")
 
+
+def _add_build(commands: _Commands) -> None:
     build = commands.add_parser(
         "build",
         help="build deployable artifacts for the project's services",
@@ -104,6 +103,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print one JSON object per build (for tools) instead of text"
     )
 
+
+def _add_runtime(commands: _Commands) -> None:
     runtime = commands.add_parser(
         "runtime",
         help="run the local runtime (RunPod-like load balancer for deployed builds)",
@@ -127,8 +128,31 @@ def _build_parser() -> argparse.ArgumentParser:
         "(repeatable; env PODROUTE_RUNTIME_VOLUMES)",
     )
 
-    add_deploy_commands(commands)
-    add_secret_commands(commands)
+
+_COMMAND_PARSERS: dict[str, Callable[[_Commands], None]] = {
+    "serve": _add_serve,
+    "dev": _add_dev,
+    "build": _add_build,
+    "runtime": _add_runtime,
+    "deploy": add_deploy_commands,
+    "scale": add_deploy_commands,
+    "secret": add_secret_commands,
+}
+"""Each command's parser maker (`add_deploy_commands` makes both `deploy` and `scale`)."""
+
+
+def _build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or of `command` alone (argparse takes milliseconds a command)."""
+    parser = argparse.ArgumentParser(
+        prog="podroute",
+        description="Serve async Python functions as load-balanced HTTP routes.",
+        epilog="Run 'podroute COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"podroute {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    makers = [_COMMAND_PARSERS[command]] if command in _COMMAND_PARSERS else _COMMAND_PARSERS.values()
+    for make in dict.fromkeys(makers):
+        make(commands)
     return parser
 
 
@@ -142,10 +166,10 @@ def _serve(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **overrides)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    from podroute.app import create_app
+    from podroute.worker_app import worker_app
 
     resource, registry = load_target(args.target)
-    app = create_app(resource, registry=registry, settings=AppSettings.from_env())
+    app = worker_app(resource, registry, AppSettings.from_env())
     run_app(app, settings, server=args.server, target=args.target)
     return 0
 
@@ -270,7 +294,8 @@ def _secret(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `podroute` command; returns the exit status."""
-    args = _build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _build_parser(argv[0] if argv else None).parse_args(argv)
     user_errors = _user_errors(args.command)
     try:
         configure_logging(log_level_from(os.environ))

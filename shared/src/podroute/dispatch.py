@@ -1,13 +1,15 @@
 """The lean path: `@remote` routes and the health path dispatched in front of Quart.
 
-`LeanDispatch` is ASGI middleware around Quart's `app.asgi_app`, installed by `create_app`, so it
-serves `@remote` routes the same way in the dev server, `podroute serve` and the runtime's workers.
-For a registered (method, path) it reads the body (with the size limit), binds and validates the
-arguments straight from the bytes, calls the function and writes JSON (orjson), an SSE stream or
-a returned Quart `Response`, with problem+json errors and `X-Request-ID` - without Quart's request
-and response objects, context or Werkzeug routing. Everything else (lifespan, `/docs`,
-`/openapi.json`, `/execute`, plain Quart routes, 404) goes to Quart unchanged; a wrong method on
-a known path is answered 405 with an `Allow` that also lists the Quart routes on that path.
+`LeanDispatch` serves `@remote` routes the same way in the dev server, `podroute serve` and the
+runtime's workers: `create_app` installs it around Quart's `app.asgi_app`, and the worker app of
+`podroute serve` (`podroute.worker_app`) is built on it. For a registered (method, path) it reads
+the body (with the size limit), binds and validates the arguments straight from the bytes, calls
+the function and writes JSON (orjson), an SSE stream or a returned Quart `Response`, with
+problem+json errors and `X-Request-ID` - without Quart's request and response objects, context or
+Werkzeug routing. Everything else (lifespan, `/docs`, `/openapi.json`, `/execute`, plain Quart
+routes, 404) goes to its `Fallback`, Quart, unchanged; a wrong method on a known path is answered
+405 with an `Allow` that also lists the fallback's routes on that path. This module imports no
+web framework: a worker answers its routes without ever loading Quart.
 WebSocket routes (method WEBSOCKET) are served from `websocket` scopes by
 `podroute.socket_serving`; a plain GET to one is answered 426 Upgrade Required.
 """
@@ -19,16 +21,13 @@ import inspect
 import itertools
 import logging
 import re
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from quart import Quart, Response
-from werkzeug.datastructures import Headers
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
-from werkzeug.routing import RequestRedirect
 
 from podroute.binding import Binder, BodyStream
 from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError
@@ -38,11 +37,31 @@ from podroute.router import Match, Router
 from podroute.socket_serving import SocketEndpoint, refuse_handshake, serve_socket
 from podroute.state import BoundRoute, PodRouteState, StartupState, not_ready_error
 
+if TYPE_CHECKING:
+    from quart import Response
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Fallback(Protocol):
+    """What the lean path hands everything else to: Quart (`podroute.quart_fallback`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a connection the lean path does not."""
+
+    def methods_for(self, path: str) -> set[str]:
+        """The HTTP methods the fallback's own routes take on `path` (for 405's `Allow`)."""
+
+    def has_socket(self, path: str) -> bool:
+        """Whether the fallback has a WebSocket route at `path`."""
+
+    def request(self, scope: Scope, body: bytes) -> Any:
+        """A `quart.Request` for `scope` with `body` already read, for routes that take one."""
+
 
 REQUEST_ID_HEADER = "X-Request-ID"
 logger = logging.getLogger("podroute.app")
@@ -189,15 +208,16 @@ async def _send_stream(send: Send, frames: AsyncIterator[bytes]) -> None:
     await send(_LAST_BODY)
 
 
-async def _no_push(path: str, headers: Headers) -> None:
-    return None
+def _is_quart_response(value: Any) -> bool:
+    """Whether a route returned a Quart `Response` (it must have imported Quart to make one)."""
+    module = sys.modules.get("quart.wrappers.response")
+    return module is not None and isinstance(value, module.Response)
 
 
 class LeanDispatch:
-    """ASGI middleware serving `@remote` routes and the health path itself, the rest by Quart."""
+    """ASGI app serving `@remote` routes and the health path itself, the rest by its fallback."""
 
-    def __init__(self, app: Quart, state: PodRouteState, fallback: ASGIApp) -> None:
-        self.app = app
+    def __init__(self, state: PodRouteState, fallback: Fallback) -> None:
         self.fallback = fallback
         self.max_body = state.settings.max_body_bytes
         self.body_timeout = state.settings.body_timeout
@@ -210,7 +230,7 @@ class LeanDispatch:
         self.router.compile()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one ASGI connection: ours if the router knows it, else Quart's."""
+        """Serve one ASGI connection: ours if the router knows it, else the fallback's."""
         if scope["type"] != "http":
             if scope["type"] == "websocket":
                 await self._serve_socket(scope, receive, send)
@@ -236,7 +256,7 @@ class LeanDispatch:
         found = self.router.resolve(WEBSOCKET, scope["path"])
         rid = _RequestHead(scope["headers"]).request_id
         if found is None or not isinstance(found.handler, SocketEndpoint):
-            if self._quart_has_socket(scope["path"]):
+            if self.fallback.has_socket(scope["path"]):
                 await self.fallback(scope, receive, send)
                 return
             if (await receive())["type"] == "websocket.connect":
@@ -244,14 +264,6 @@ class LeanDispatch:
                 await refuse_handshake(scope, send, HTTPError(404, detail), rid)
             return
         await serve_socket(found.handler, found.params, scope, receive, send, rid, self.max_message)
-
-    def _quart_has_socket(self, path: str) -> bool:
-        adapter = self.app.url_map.bind("localhost", url_scheme="ws")
-        try:
-            adapter.match(path)
-        except HTTPException:
-            return False
-        return True
 
     async def _serve(
         self, endpoint: Endpoint, found: _Found, scope: Scope, receive: Receive,
@@ -269,7 +281,7 @@ class LeanDispatch:
                 scope["query_string"],
                 body,
                 head.content_type,
-                lambda: self._quart_request(scope, body),
+                lambda: self.fallback.request(scope, body),
                 None if stream is None else stream.result(),
             )
             if endpoint.takes_outside_args:
@@ -278,7 +290,7 @@ class LeanDispatch:
                 await self._stream(endpoint.function(**kwargs), rid, receive, send)
                 return
             result = await call_route(endpoint.function, kwargs, endpoint.is_async)
-            if isinstance(result, Response):
+            if _is_quart_response(result):
                 await self._send_quart_response(result, rid, send, head_only)
                 return
             if inspect.isasyncgen(result):
@@ -332,20 +344,6 @@ class LeanDispatch:
         return HTTPError(
             413, f"the request body is larger than the {self.max_body}-byte limit; send less data"
         )
-
-    def _quart_request(self, scope: Scope, body: bytes) -> Any:
-        headers = Headers()
-        headers["Remote-Addr"] = (scope.get("client") or ["<local>"])[0]
-        for name, value in scope["headers"]:
-            headers.add(name.decode("latin1").title(), value.decode("latin1"))
-        request = self.app.request_class(
-            scope["method"], scope["scheme"], scope["path"], scope["query_string"], headers,
-            scope.get("root_path", ""), scope["http_version"], max_content_length=self.max_body,
-            body_timeout=int(self.body_timeout), send_push_promise=_no_push, scope=cast(Any, scope),
-        )  # fmt: skip
-        request.body.append(body)
-        request.body.set_complete()
-        return request
 
     async def _stream(self, items: AsyncIterator[Any], rid: str, receive: Receive, send: Send) -> None:
         headers = [*_SSE_HEADERS, (_RID, rid.encode())]
@@ -401,7 +399,7 @@ class LeanDispatch:
         if not ours:
             await self.fallback(scope, receive, send)
             return
-        theirs = self._quart_methods(path)
+        theirs = self.fallback.methods_for(path)
         if method in theirs:
             await self.fallback(scope, receive, send)
             return
@@ -418,16 +416,6 @@ class LeanDispatch:
         error = HTTPError(405, detail, headers={"Allow": allow})
         await send_problem(send, error, rid)
 
-    def _quart_methods(self, path: str) -> set[str]:
-        adapter = self.app.url_map.bind("localhost")
-        try:
-            adapter.match(path, method="\x00")
-        except MethodNotAllowed as error:
-            return set(error.valid_methods or [])
-        except (NotFound, RequestRedirect):
-            return set()
-        return set()
-
 
 def _upgrade_required(path: str) -> HTTPError:
     return HTTPError(
@@ -436,10 +424,3 @@ def _upgrade_required(path: str) -> HTTPError:
         "Upgrade: websocket), e.g. with EndpointClient.websocket()",
         headers={"Upgrade": "websocket"},
     )
-
-
-def install_dispatch(app: Quart, state: PodRouteState) -> LeanDispatch:
-    """Put the lean path in front of `app`'s own ASGI handling; returns the dispatcher."""
-    dispatch = LeanDispatch(app, state, cast(ASGIApp, app.asgi_app))
-    app.asgi_app = dispatch  # type: ignore[method-assign,assignment]
-    return dispatch

@@ -15,9 +15,8 @@ from typing import Any
 
 import orjson
 from pydantic import BaseModel
-from quart import Response
 
-from podroute.errors import PROBLEM_CONTENT_TYPE, HTTPError, problem_body
+from podroute.errors import HTTPError, problem_body
 from podroute.sse import ERROR_EVENT, ServerSentEvent, encode_event
 
 JSON_CONTENT_TYPE = "application/json"
@@ -48,19 +47,6 @@ def encode_json(value: Any) -> bytes:
     if isinstance(value, BaseModel):
         return value.__pydantic_serializer__.to_json(value)
     return orjson.dumps(value, default=_default, option=_ORJSON_OPTIONS)
-
-
-def json_response(value: Any, status: int = 200) -> Response:
-    """A JSON response for a route's return value."""
-    return Response(encode_json(value), status=status, content_type=JSON_CONTENT_TYPE)
-
-
-def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    """A problem+json error response."""
-    response = Response(orjson.dumps(body), status=status, content_type=PROBLEM_CONTENT_TYPE)
-    if headers:
-        response.headers.update(headers)
-    return response
 
 
 def _frame(item: Any) -> bytes:

@@ -24,15 +24,19 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
-from quart import Quart
 
+from podroute.dispatch import ASGIApp
 from podroute.logs import AccessLog, access_log_enabled
 from podroute.serving import ServingGuard
 from podroute.settings import DEFAULT_MAX_MESSAGE_BYTES, ServerSettings
 from podroute.state import PodRouteState
+from podroute.worker_app import WorkerApp
+
+if TYPE_CHECKING:
+    from quart import Quart
 
 SERVERS = ("hypercorn", "uvicorn", "granian")
 DEFAULT_WORKER_SERVER = "uvicorn"
@@ -54,11 +58,13 @@ def tune_gc() -> None:
 
     Request handling allocates many short-lived objects; with the default gen-0 threshold the
     collector runs every few requests and walks the whole (large, immortal) import heap, which shows
-    up as p99 latency. Set PODROUTE_GC_TUNING=0 to keep Python's defaults.
+    up as p99 latency. The heap is frozen as it is, without a full collection first: the import
+    heap holds next to no garbage (a full collection finds none for the cpu service) and one would
+    delay the first answer (9 ms on the bench machine). Set PODROUTE_GC_TUNING=0 to keep Python's
+    defaults.
     """
     if os.environ.get("PODROUTE_GC_TUNING", "1") == "0":
         return
-    gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
 
@@ -129,35 +135,34 @@ def hypercorn_config(settings: ServerSettings, max_message_bytes: int | None = N
     return config
 
 
-def message_limit(app: Quart) -> int:
+def message_limit(app: ASGIApp) -> int:
     """The largest WebSocket message `app` accepts: its podroute setting, else the default.
 
     Servers get it as their own limit, so an oversize message is refused (1009) as it arrives,
     never buffered whole.
     """
-    state = app.extensions.get("podroute")
+    state = app.state if isinstance(app, WorkerApp) else getattr(app, "extensions", {}).get("podroute")
     if isinstance(state, PodRouteState):
         return state.settings.max_message_bytes
     return DEFAULT_MAX_MESSAGE_BYTES
 
 
-def _hypercorn_main(app: Quart, settings: ServerSettings) -> Coroutine[Any, Any, None]:
+def _hypercorn_main(app: ASGIApp, settings: ServerSettings, limit: int) -> Coroutine[Any, Any, None]:
     from hypercorn.asyncio import serve
 
-    config = hypercorn_config(settings, message_limit(app))
+    config = hypercorn_config(settings, limit)
 
     async def main() -> None:
         stop = shutdown_event()
-        await serve(app, config, shutdown_trigger=stop.wait)
+        await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
 
     return main()
 
 
-def guard_app(app: Quart, settings: ServerSettings) -> AccessLog | None:
-    """Put `podroute.serving`'s limits and access log around `app`; returns the access log, if on."""
+def guard_app(app: ASGIApp, settings: ServerSettings) -> tuple[ServingGuard, AccessLog | None]:
+    """`app` behind `podroute.serving`'s limits and access log; also returns the access log, if on."""
     log = AccessLog() if settings.access_log and access_log_enabled() else None
-    app.asgi_app = ServingGuard(app.asgi_app, settings, log)  # type: ignore[method-assign,assignment,arg-type]
-    return log
+    return ServingGuard(app, settings, log), log
 
 
 def _bound_sockets(settings: ServerSettings) -> list[socket.socket]:
@@ -181,19 +186,23 @@ def default_worker_server() -> str:
     return DEFAULT_WORKER_SERVER
 
 
-def _serve_uvicorn(app: Quart, settings: ServerSettings) -> None:
+def _serve_uvicorn(app: ASGIApp, settings: ServerSettings, limit: int) -> None:
     try:
         import uvicorn
 
-        from podroute.uvicorn_server import GracefulUvicornServer, limited_httptools_protocol
+        from podroute.uvicorn_server import (
+            GracefulUvicornServer,
+            lazy_websocket_protocol,
+            limited_httptools_protocol,
+        )
     except ImportError:
         raise ServerError("uvicorn is not installed: pip install uvicorn httptools") from None
     config = uvicorn.Config(
         app,
         loop="uvloop" if install_uvloop() else "asyncio",
         http=limited_httptools_protocol(settings),
-        ws="websockets-sansio" if importlib.util.find_spec("websockets") else "auto",
-        ws_max_size=message_limit(app),
+        ws=lazy_websocket_protocol if importlib.util.find_spec("websockets") else "auto",  # type: ignore[arg-type]
+        ws_max_size=limit,
         lifespan="on",
         log_config=None,
         access_log=False,
@@ -235,19 +244,21 @@ def _serve_granian(target: str, settings: ServerSettings) -> None:
     ).serve()
 
 
-def granian_app() -> Quart:
+def granian_app() -> ASGIApp:
     """App factory that granian's worker calls: rebuilds the app from the target env variable."""
-    from podroute.app import create_app
     from podroute.discovery import load_target
+    from podroute.worker_app import worker_app
 
     resource, registry = load_target(os.environ[_GRANIAN_TARGET_ENV])
-    app = create_app(resource, registry=registry)
-    guard_app(app, ServerSettings(**orjson.loads(os.environ[_GRANIAN_SETTINGS_ENV])))
+    settings = ServerSettings(**orjson.loads(os.environ[_GRANIAN_SETTINGS_ENV]))
+    guarded, _ = guard_app(worker_app(resource, registry), settings)
     tune_gc()
-    return app
+    return guarded
 
 
-def run_app(app: Quart, settings: ServerSettings, server: str = "hypercorn", target: str = "") -> None:
+def run_app(
+    app: ASGIApp | Quart, settings: ServerSettings, server: str = "hypercorn", target: str = ""
+) -> None:
     """Serve `app` until SIGTERM/SIGINT on the chosen server; `target` is needed for granian."""
     if server not in SERVERS:
         raise ServerError(f"unknown server {server!r}; choose one of {', '.join(SERVERS)}")
@@ -256,20 +267,21 @@ def run_app(app: Quart, settings: ServerSettings, server: str = "hypercorn", tar
     if server == "granian":
         _serve_granian(target, settings)
         return
-    log = guard_app(app, settings)
+    asgi = cast(ASGIApp, app)
+    guarded, log = guard_app(asgi, settings)
     try:
         if server == "uvicorn":
-            _serve_uvicorn(app, settings)
+            _serve_uvicorn(guarded, settings, message_limit(asgi))
         else:
-            _serve_hypercorn(app, settings, ports)
+            _serve_hypercorn(guarded, settings, ports, message_limit(asgi))
     finally:
         if log is not None:
             log.flush()
 
 
-def _serve_hypercorn(app: Quart, settings: ServerSettings, ports: str) -> None:
+def _serve_hypercorn(app: ASGIApp, settings: ServerSettings, ports: str, limit: int) -> None:
     install_uvloop()
-    coroutine = _hypercorn_main(app, settings)
+    coroutine = _hypercorn_main(app, settings, limit)
     tune_gc()
     try:
         asyncio.run(coroutine)

@@ -1,10 +1,14 @@
 """uvicorn as podroute runs it: a bounded request head, a header timeout, exit 0 after draining.
 
 Imported only when a server runs on uvicorn (`podroute.server`), so podroute works without it.
+WebSocket upgrades go to uvicorn's sans-I/O `websockets` protocol, imported on the first upgrade
+(`lazy_websocket_protocol`): loading it costs a worker start-up time even when it serves none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import signal
 from types import FrameType
 from typing import Any
@@ -100,6 +104,20 @@ def limited_httptools_protocol(settings: ServerSettings) -> type[HttpToolsProtoc
             super().connection_lost(exc)
 
     return LimitedHttpToolsProtocol
+
+
+_WEBSOCKET_PROTOCOL = ("uvicorn.protocols.websockets.websockets_sansio_impl", "WebSocketsSansIOProtocol")
+
+
+def lazy_websocket_protocol(**kwargs: Any) -> asyncio.Protocol:
+    """uvicorn's `websockets-sansio` protocol for one upgraded connection, imported on first use.
+
+    uvicorn calls `Config.ws` with keyword arguments for each upgrade, so a function does as well
+    as the class; the `websockets` package then loads on the first WebSocket, not at start-up.
+    """
+    module, name = _WEBSOCKET_PROTOCOL
+    protocol: type[asyncio.Protocol] = getattr(importlib.import_module(module), name)
+    return protocol(**kwargs)
 
 
 class GracefulUvicornServer(uvicorn.Server):
