@@ -6,10 +6,12 @@
 1. CPU routes: `GET /health`, `POST /transform` and `POST /validate` on every peer of
    `bench/peers.json`, interleaved over rounds by `../shared/bench/peer_bench.py` (server pinned to
    CPU 0, wrk to CPU 1): the real Flash worker (the baseline), "podroute (as deployed)" (the default
-   `podroute serve services.cpu.endpoint`, with its ratios to Flash and p99/p50), the same on
-   Hypercorn, uvicorn and Granian, the same handlers as bare Quart routes on the same server
-   settings (`bench/peers.py`) and on FastAPI + uvicorn (`bench/fastapi_app.py`). Then a table of
-   per-round ratios of each podroute variant to bare Quart on its server and to FastAPI + uvicorn.
+   `podroute serve services.cpu.endpoint`, with its ratios to Flash and p99/p50 beside those of the
+   bare-ASGI floor, `bench/floor_app.py`), the same on Hypercorn, uvicorn and Granian, the same
+   handlers as bare Quart routes on the same server settings (`bench/peers.py`) and on FastAPI +
+   uvicorn (`bench/fastapi_app.py`). Then a table of per-round ratios of each podroute variant to
+   bare Quart on its server and to FastAPI + uvicorn. First, how often the machine stalls a busy
+   process on each core (`bench/stalls.py`): the floor under every p99.
 2. `/gpu/compute` latency for 1e3, 1e5 and 1e6 numbers, split into parsing and compute
    (`bench/gpu_latency.py`), on the server deployed workers run unless `--gpu-server` says another.
 
@@ -46,6 +48,8 @@ FASTAPI = "fastapi/uvicorn"
 DEPLOYED = "podroute (as deployed)"
 """`podroute serve` with its default server, as built artifacts and the runtime's workers run it."""
 FLASH = "flash-lb-handler/uvicorn"
+FLOOR = "floor: bare ASGI + pydantic/uvicorn"
+"""The same three routes with no framework (`bench/floor_app.py`): what the machine allows."""
 DEPLOYED_TARGETS = {"GET /health": 2.0, "POST /transform": 1.5, "POST /validate": 1.5}
 """Throughput of podroute as deployed over the Flash worker's, per request (issue #12)."""
 TAIL_TARGET = 2.0
@@ -161,8 +165,9 @@ def _deployed_table(raw_json: Path) -> str:
     lines = [
         f"### {DEPLOYED} (`podroute serve`, default server) vs the Flash worker",
         "",
-        "| request | req/s | p50 / p99 ms | p99 ÷ p50 | ÷ Flash req/s (per round) | target |",
-        "|---|---:|---:|---:|---|---|",
+        "| request | req/s | p50 / p99 ms | p99 ÷ p50 | ÷ Flash req/s (per round) | target "
+        "| bare-ASGI floor: p50 / p99 ms, p99 ÷ p50 |",
+        "|---|---:|---:|---:|---|---|---|",
     ]
     missed = []
     for request in REQUESTS:
@@ -172,9 +177,13 @@ def _deployed_table(raw_json: Path) -> str:
         tail = p99 / p50 if p50 else float("inf")
         if not ratios or statistics.median(ratios) < target or tail > TAIL_TARGET:
             missed.append(request)
+        floor = "n/a"
+        if FLOOR in names:
+            _, f50, f99 = _latency(rounds, FLOOR, request)
+            floor = f"{f50:.2f} / {f99:.2f}, {f99 / f50:.2f}" if f50 else "n/a"
         lines.append(
             f"| {request} | {rps:,.0f} | {p50:.2f} / {p99:.2f} | {tail:.2f} | {_format_ratios(ratios)} "
-            f"| >= {target:.1f}x, p99/p50 <= {TAIL_TARGET:.0f} |"
+            f"| >= {target:.1f}x, p99/p50 <= {TAIL_TARGET:.0f} | {floor} |"
         )
     verdict = "met everywhere" if not missed else "missed for " + ", ".join(missed)
     return "\n".join([*lines, "", f"Targets: {verdict}."])
@@ -204,17 +213,18 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print the markdown report."""
     args = _parse_args(argv)
     compile_sources()
+    sys.path.insert(0, str(PROJECT))
+    from bench import gpu_latency, stalls
+
     sections = []
     if not args.skip_cpu:
+        sections += [stalls.report(stalls.measure([0, 1])), ""]
         with tempfile.TemporaryDirectory(prefix="podroute-bench-") as folder:
             raw_json = Path(folder) / "rounds.json"
             sections += ["## CPU routes, side by side", "", _run_peer_bench(args, raw_json)]
             if raw_json.is_file():
                 sections += [_deployed_table(raw_json), "", _ratio_table(raw_json), ""]
     if not args.skip_gpu:
-        sys.path.insert(0, str(PROJECT))
-        from bench import gpu_latency
-
         access_log = not args.no_access_log
         sections.append(gpu_latency.run(PROJECT, args.gpu_server, access_log, args.gpu_repeat))
     report = "\n".join(sections)
