@@ -6,7 +6,8 @@ What any Python worker that validates its bodies with pydantic and answers JSON 
 least, on the same uvicorn (httptools + uvloop), started the leanest way (no CLI, no logging
 config, no WebSocket or lifespan support): the bench shows its start-up time and its p99 ÷ p50
 beside podroute's, so what the machine allows is not mistaken for what podroute adds. No access
-log, no request ids, no error bodies beyond a status: nobody would deploy this.
+log, no request ids, no error bodies beyond a status: nobody would deploy this. The handlers repeat
+the cpu service's (`services/cpu/endpoint.py`): importing those would import podroute.
 """
 
 from __future__ import annotations

@@ -150,13 +150,14 @@ def reconcile_all(
     if not (updates or new_rows or new_orphans or gone):
         return
     with context.sessions.begin() as session:
-        started = set(
-            session.execute(
+        started = {
+            tuple(row)
+            for row in session.execute(
                 select(Deployment.endpoint_id, Deployment.environment).where(
                     Deployment.id > snapshot.newest_id
                 )
-            ).tuples()
-        )
+            )
+        }
         if started:  # an operation began while the provider was listed: leave its rows to it
             updates = [u for u in updates if (u["endpoint_id"], u["environment"]) not in started]
             new_rows = [r for r in new_rows if (r.endpoint_id, r.environment) not in started]

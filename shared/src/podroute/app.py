@@ -2,7 +2,8 @@
 
 Each resource is mounted, optionally under a URL prefix. The app adds the health path (`/ping`),
 `/openapi.json`, `/docs`, and `/execute` for live (development) resources. Every response carries
-`X-Request-ID`; every error is problem+json.
+`X-Request-ID`; every error is problem+json. `quart_app` is the Quart half alone, which the worker
+app of `podroute serve` (`podroute.worker_app`) builds on the first request that needs it.
 """
 
 from __future__ import annotations
