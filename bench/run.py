@@ -48,6 +48,9 @@ FASTAPI = "fastapi/uvicorn"
 DEPLOYED = "podroute (as deployed)"
 """`podroute serve` with its default server, as built artifacts and the runtime's workers run it."""
 FLASH = "flash-lb-handler/uvicorn"
+DEPLOYED_NO_LOG = "podroute (as deployed, no access log)"
+ACCESS_LOG_TARGET = 0.03
+"""The access log may cost at most 3 % of the deployed worker's throughput."""
 FLOOR = "floor: bare ASGI + pydantic/uvicorn"
 """The same three routes with no framework (`bench/floor_app.py`): what the machine allows."""
 DEPLOYED_TARGETS = {"GET /health": 2.0, "POST /transform": 1.5, "POST /validate": 1.5}
@@ -186,7 +189,22 @@ def _deployed_table(raw_json: Path) -> str:
             f"| >= {target:.1f}x, p99/p50 <= {TAIL_TARGET:.0f} | {floor} |"
         )
     verdict = "met everywhere" if not missed else "missed for " + ", ".join(missed)
-    return "\n".join([*lines, "", f"Targets: {verdict}."])
+    return "\n".join([*lines, "", f"Targets: {verdict}.", *_access_log_cost(rounds, names)])
+
+
+def _access_log_cost(rounds: list[dict[str, Any]], names: set[str]) -> list[str]:
+    """The deployed worker's throughput lost to its access log, per request (median of rounds)."""
+    if DEPLOYED_NO_LOG not in names:
+        return []
+    costs = {r: 1 - statistics.median(_ratios(rounds, DEPLOYED, DEPLOYED_NO_LOG, r)) for r in REQUESTS}
+    worst = max(costs.values())
+    figures = ", ".join(f"{request} {cost:+.1%}" for request, cost in costs.items())
+    verdict = "met" if worst <= ACCESS_LOG_TARGET else "missed"
+    return [
+        "",
+        f"Access log cost (1 - with ÷ without, median of rounds): {figures}; "
+        f"target <= {ACCESS_LOG_TARGET:.0%}: {verdict}.",
+    ]
 
 
 def _format_ratios(values: list[float]) -> str:
