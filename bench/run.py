@@ -48,7 +48,7 @@ FASTAPI = "fastapi/uvicorn"
 DEPLOYED = "podroute (as deployed)"
 """`podroute serve` with its default server, as built artifacts and the runtime's workers run it."""
 FLASH = "flash-lb-handler/uvicorn"
-DEPLOYED_NO_LOG = "podroute (as deployed, no access log)"
+DEPLOYED_NO_LOG = "podroute (as deployed) without access log"
 ACCESS_LOG_TARGET = 0.03
 """The access log may cost at most 3 % of the deployed worker's throughput."""
 FLOOR = "floor: bare ASGI + pydantic/uvicorn"
