@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any, TextIO
 
 import orjson
@@ -64,41 +65,52 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         logger.propagate = True
 
 
+_ACCESS_LINE = '%s%sZ","level":"INFO","logger":"podroute.access","msg":"%s %s %s %s %.6fs"}\n'
+_MILLIS = [f"{millis:03d}" for millis in range(1000)]
+_MEMO_LIMIT = 4096
+"""How many peers and request lines `AccessLog` keeps formatted; past it the memo starts over."""
+
+
+def _json_text(text: str) -> str:
+    """`text` as it stands between the quotes of a JSON string (escaped by orjson)."""
+    return orjson.dumps(text).decode()[1:-1]
+
+
+AccessEntry = tuple[float, Any, str, str, bytes, str, int, int, float]
+"""What `AccessLog.record` keeps of a request until the next flush: wall time, client, method,
+path, query string, HTTP version, status, response bytes, seconds taken."""
+
+
 class AccessLog:
-    """The per-request access log: JSON lines formatted once and written to a descriptor in batches.
+    """The per-request access log: JSON lines written to a descriptor in batches.
 
     The same line shape as `JsonFormatter` (logger `podroute.access`), without the logging
-    module's per-record work. Lines are flushed when `flush_after` seconds passed since the first
-    unflushed one, when `max_buffer` bytes are waiting, and by `flush()` (at shutdown and exit).
+    module's per-record work. A request costs one tuple (`record`); its line is formatted with the
+    rest of its batch when the batch is written: when `flush_after` seconds passed since the first
+    waiting request, when `max_entries` are waiting, and by `flush()` (at shutdown and exit).
     """
 
-    def __init__(self, fd: int = 2, flush_after: float = 0.2, max_buffer: int = 64 * 1024) -> None:
+    def __init__(self, fd: int = 2, flush_after: float = 0.2, max_entries: int = 512) -> None:
         self.fd = fd
         self.flush_after = flush_after
-        self.max_buffer = max_buffer
-        self._lines: list[bytes] = []
-        self._size = 0
+        self.max_entries = max_entries
+        self._entries: list[AccessEntry] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._second = -1
-        self._stamp = b""
+        self._peers: dict[Any, str] = {}
+        self._request_lines: dict[tuple[str, str, bytes, str], str] = {}
         atexit.register(self.flush)
 
-    def record(self, client: str, request_line: str, status: int, size: int, seconds: float) -> None:
-        """Log one answered request: `<client> "<method> <target> <version>" <status> <bytes> <s>s`."""
-        now = time.time()
-        second = int(now)
-        if second != self._second:
-            self._second = second
-            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-        message = orjson.dumps(f'{client} "{request_line}" {status} {size} {seconds:.6f}s')
-        line = b'{"ts":"%s.%03dZ","level":"INFO","logger":"podroute.access","msg":%s}\n' % (
-            self._stamp,
-            int((now - second) * 1000),
-            message,
-        )
-        self._lines.append(line)
-        self._size += len(line)
-        if self._size >= self.max_buffer:
+    def record(self, scope: Mapping[str, Any], status: int, size: int, seconds: float) -> None:
+        """Log one answered request of ASGI `scope`:
+        `<client> "<method> <target> HTTP/<version>" <status> <bytes> <seconds>s`."""
+        entries = self._entries
+        entries.append(
+            (
+                time.time(), scope.get("client"), scope["method"], scope["path"],
+                scope["query_string"], scope["http_version"], status, size, seconds,
+            )
+        )  # fmt: skip
+        if len(entries) >= self.max_entries:
             self.flush()
         elif self._timer is None:
             try:
@@ -107,15 +119,41 @@ class AccessLog:
                 self.flush()
 
     def flush(self) -> None:
-        """Write every waiting line now."""
+        """Format and write every waiting line now."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        if not self._entries:
             return
-        data = b"".join(self._lines)
-        self._lines.clear()
-        self._size = 0
+        entries, self._entries = self._entries, []
+        self._write(self._lines(entries))
+
+    def _lines(self, entries: list[AccessEntry]) -> bytes:
+        """The JSON lines of `entries`. A peer's and a request line's escaped text is made once
+        and remembered (an API's requests repeat a few paths), so a line is one str format."""
+        peers, request_lines = self._peers, self._request_lines
+        for memo in (peers, request_lines):
+            if len(memo) > _MEMO_LIMIT:
+                memo.clear()
+        lines: list[str] = []
+        second, prefix = -1, ""
+        for now, client, method, path, query, version, status, size, seconds in entries:
+            if int(now) != second:
+                second = int(now)
+                prefix = '{"ts":"' + time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            peer = peers.get(client)
+            if peer is None:
+                peer = peers[client] = _json_text(f"{client[0]}:{client[1]}") if client else "-"
+            key = (method, path, query, version)
+            request_line = request_lines.get(key)
+            if request_line is None:
+                target = f"{path}?{query.decode('latin-1')}" if query else path
+                request_line = request_lines[key] = _json_text(f'"{method} {target} HTTP/{version}"')
+            millis = _MILLIS[int((now - second) * 1000)]
+            lines.append(_ACCESS_LINE % (prefix, millis, peer, request_line, status, size, seconds))
+        return "".join(lines).encode()
+
+    def _write(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
             try:

@@ -91,17 +91,7 @@ class ServingGuard:
             await self.app(scope, tracked_receive if unread else receive, tracked_send)
         finally:
             if self.log is not None:
-                client = scope.get("client")
-                target = scope["path"] + (
-                    "?" + scope["query_string"].decode("latin-1") if scope["query_string"] else ""
-                )
-                self.log.record(
-                    f"{client[0]}:{client[1]}" if client else "-",
-                    f"{scope['method']} {target} HTTP/{scope['http_version']}",
-                    answer[0],
-                    answer[1],
-                    time.perf_counter() - started,
-                )
+                self.log.record(scope, answer[0], answer[1], time.perf_counter() - started)
 
     def _check(self, scope: Scope) -> HTTPError | None:
         target = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])
