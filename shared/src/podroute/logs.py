@@ -141,15 +141,17 @@ class AccessLog:
             if int(now) != second:
                 second = int(now)
                 prefix = '{"ts":"' + time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-            peer = peers.get(client)
+            peer = peers.get(client) if type(client) is tuple else None  # ASGI allows a list
             if peer is None:
-                peer = peers[client] = _json_text(f"{client[0]}:{client[1]}") if client else "-"
+                peer = _json_text(f"{client[0]}:{client[1]}") if client else "-"
+                if type(client) is tuple:
+                    peers[client] = peer
             key = (method, path, query, version)
             request_line = request_lines.get(key)
             if request_line is None:
                 target = f"{path}?{query.decode('latin-1')}" if query else path
                 request_line = request_lines[key] = _json_text(f'"{method} {target} HTTP/{version}"')
-            millis = _MILLIS[int((now - second) * 1000)]
+            millis = _MILLIS[min(int((now - second) * 1000), 999)]
             lines.append(_ACCESS_LINE % (prefix, millis, peer, request_line, status, size, seconds))
         return "".join(lines).encode()
 

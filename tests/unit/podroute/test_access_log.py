@@ -38,6 +38,7 @@ def test_every_request_becomes_one_json_line_whatever_its_path_holds(log_file: P
     log.record(_scope(odd, b"q=%22x&y=1"), 200, 12, 0.000123)
     log.record(_scope("/plain", client=None, method="POST"), 404, 0, 1.5)
     log.record(_scope("/v6", client=("::1", 80)), 204, 0, 2.0000125)
+    log.record(_scope("/listed", client=["10.0.0.1", 7]), 200, 1, 0.0)  # ASGI allows a list
     log.flush()
 
     entries = _entries(log_file)
@@ -45,6 +46,7 @@ def test_every_request_becomes_one_json_line_whatever_its_path_holds(log_file: P
         f'127.0.0.1:5555 "GET {odd}?q=%22x&y=1 HTTP/1.1" 200 12 0.000123s',
         '- "POST /plain HTTP/1.1" 404 0 1.500000s',
         '::1:80 "GET /v6 HTTP/1.1" 204 0 2.000012s',
+        '10.0.0.1:7 "GET /listed HTTP/1.1" 200 1 0.000000s',
     ]
     for entry in entries:
         assert set(entry) == {"ts", "level", "logger", "msg"}
