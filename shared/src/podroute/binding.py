@@ -24,7 +24,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Protocol, cast, get_args, get_origin
 from urllib.parse import parse_qsl
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
@@ -84,6 +84,25 @@ async def read_body(request: quart.Request) -> bytes:
     """The raw request body (Quart enforces MAX_CONTENT_LENGTH while reading it: 413)."""
     data = await request.get_data(cache=False, as_text=False)
     return data if isinstance(data, bytes) else data.encode()
+
+
+class RequestOnDemand:
+    """The request a body decoder gets: the `quart.Request` is built when the decoder first uses it.
+
+    Most decoders read only the bytes (JSON numbers, .npy); building a Quart request for them cost
+    every such request, and a worker its start-up-free path (`podroute.worker_app`).
+    """
+
+    __slots__ = ("_make", "_request")
+
+    def __init__(self, make: Callable[[], quart.Request]) -> None:
+        self._make = make
+        self._request: quart.Request | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._request is None:
+            self._request = self._make()
+        return getattr(self._request, name)
 
 
 def _media_type(content_type: str | None) -> str:
@@ -371,7 +390,7 @@ class Binder:
 
     def _decode(self, raw: bytes, media_type: str, request: Callable[[], quart.Request]) -> Any:
         try:
-            return self.decoders[media_type](raw, request())
+            return self.decoders[media_type](raw, cast("quart.Request", RequestOnDemand(request)))
         except ValueError as error:
             raise MalformedBodyError(f"could not decode the {media_type} body: {error}") from None
 

@@ -4,8 +4,9 @@ A deployed worker is billed from the moment it starts, and RunPod sends it traff
 answers 200. Its `@remote` routes and `/ping` are served by `podroute.dispatch.LeanDispatch`, which
 needs no web framework, so `WorkerApp` answers them without importing Quart, Werkzeug or Flask
 (about half of a worker's start-up time). The Quart app that serves `/docs`, `/openapi.json`,
-`/execute` and 404s (`podroute.app.quart_app`) is built on the first request that reaches it. The
-worker owns the ASGI lifespan: it starts the startup hooks (`podroute.lifecycle`) itself.
+`/execute`, 404 and 405 (`podroute.app.quart_app`) is built on the first request that needs it,
+also for a route or body decoder that reads the `quart.Request`. The worker owns the ASGI
+lifespan: it starts the startup hooks (`podroute.lifecycle`) itself.
 """
 
 from __future__ import annotations
@@ -35,11 +36,6 @@ class LazyQuartFallback:
     def __init__(self, build: Callable[[], Quart]) -> None:
         self._build = build
         self._fallback: Fallback | None = None
-
-    @property
-    def loaded(self) -> bool:
-        """Whether the Quart app has been built."""
-        return self._fallback is not None
 
     def _quart(self) -> Fallback:
         if self._fallback is None:

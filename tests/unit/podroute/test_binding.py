@@ -198,3 +198,43 @@ async def test_other_media_type_with_decoder(app: Quart) -> None:
     status, body = await call(app, "POST", "/sum", data=b"1,x", headers=headers)
     assert status == 400 and "could not decode the text/csv body" in body["detail"]
     assert await call(app, "POST", "/sum", json={"values": [4, 5]}) == (200, 9)
+
+
+def test_a_body_decoder_gets_a_request_built_only_if_it_uses_one(registry: Registry) -> None:
+    """Decoders that read only the bytes never cost a Quart request (nor, in a worker, Quart)."""
+    from podroute.binding import Binder
+    from podroute.quart_fallback import QuartFallback
+
+    def bytes_only(raw: bytes, request: Request) -> dict[str, Any]:
+        return {"values": [int(v) for v in raw.decode().split(",")]}
+
+    def reads_the_request(raw: bytes, request: Request) -> dict[str, Any]:
+        return {"values": [int(request.args["scale"]) * int(v) for v in raw.decode().split(",")]}
+
+    @remote(api, method="POST", path="/plain-sum")
+    @accepts("text/csv", bytes_only)
+    async def plain_sum(values: list[int]) -> int:
+        return sum(values)
+
+    @remote(api, method="POST", path="/scaled-sum")
+    @accepts("text/csv", reads_the_request)
+    async def scaled_sum(values: list[int]) -> int:
+        return sum(values)
+
+    app = create_app(api, registry=registry, settings=AppSettings())
+    scope = {
+        "type": "http", "method": "POST", "scheme": "http", "path": "/scaled-sum",
+        "query_string": b"scale=10", "headers": [], "http_version": "1.1", "root_path": "",
+    }  # fmt: skip
+    quart_request = QuartFallback(app).request(scope, b"1,2")
+    built: list[str] = []
+
+    def make(name: str) -> Any:
+        built.append(name)
+        return quart_request
+
+    routes = {route.name: route for route in registry.entry(api).routes}
+    plain = Binder(routes["plain_sum"]).bind_parts({}, b"", b"1,2", "text/csv", lambda: make("plain"))
+    scaled = Binder(routes["scaled_sum"]).bind_parts({}, b"", b"1,2", "text/csv", lambda: make("scaled"))
+    assert (plain, scaled) == ({"values": [1, 2]}, {"values": [10, 20]})
+    assert built == ["scaled"]
