@@ -27,7 +27,6 @@ class Stalls:
     """Gaps a busy loop saw on one core: how many per second above each threshold, the longest."""
 
     cpu: int
-    seconds: float
     per_second: dict[float, float]
     longest_ms: float
     lost_fraction: float
@@ -76,7 +75,6 @@ def measure(cpus: list[int], seconds: float = 3.0) -> list[Stalls]:
         results.append(
             Stalls(
                 cpu=cpu,
-                seconds=wall,
                 per_second={ms: n / wall for ms, n in zip(THRESHOLDS_MS, raw["counts"], strict=True)},
                 longest_ms=raw["longest_ns"] / 1e6,
                 lost_fraction=raw["lost_ns"] / raw["wall_ns"],
