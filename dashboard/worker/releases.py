@@ -239,10 +239,10 @@ def _undo_resumed(provider: Provider, run: _Run, previous: Deployment | None) ->
     if previous is not None or not row.external_id:
         return ""
     try:
-        undeploy(provider, row.external_id)
+        cleanup = undeploy(provider, row.external_id)
     except DeployError as error:
         return f"; deleting endpoint {row.external_id} failed too ({error})"
-    return f"; endpoint {row.external_id} (made by an earlier attempt) was deleted"
+    return "; " + cleanup.after(f"endpoint {row.external_id} (made by an earlier attempt) was deleted")
 
 
 def _wait(run: _Run, provider: Provider, endpoint: ActualEndpoint) -> ActualEndpoint:
@@ -293,8 +293,9 @@ def _undeploy(run: _Run, provider: Provider, row: Deployment) -> None:
     if not row.external_id:
         return run.finish("deleted", "nothing was deployed; nothing to delete")
     run.step("delete", f"deleting endpoint {row.external_id} (every worker stops)")
-    undeploy(provider, row.external_id)
-    run.finish("deleted", f"endpoint {row.external_id} deleted; nothing is running", observed={})
+    cleanup = undeploy(provider, row.external_id)
+    deleted = f"endpoint {row.external_id} deleted; nothing is running"
+    run.finish("deleted", cleanup.after(deleted), observed={})
 
 
 def fail_deployment(context: Context, deployment_id: int, message: str) -> None:

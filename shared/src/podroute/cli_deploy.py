@@ -213,8 +213,8 @@ def _orphans(args: argparse.Namespace, environments: Environments, project: Path
                     f"{endpoint_id} is not an orphan of {name}/{args.env}; "
                     f"orphans: {', '.join(sorted(ids)) or 'none'}"
                 )
-            undeploy(provider, endpoint_id)
-            print(f"orphan {endpoint_id} deleted")
+            cleanup = undeploy(provider, endpoint_id)
+            print(cleanup.after(f"orphan {endpoint_id} deleted"))
         if not args.delete:
             for orphan in orphans:
                 print(f"{_key(orphan)}: {orphan.id} {orphan.name} {orphan.url}")
@@ -234,8 +234,8 @@ def _rollback(args: argparse.Namespace, environments: Environments, name: str) -
 def _undeploy(args: argparse.Namespace, environments: Environments, name: str, forget: bool) -> None:
     with provider_for(environments.provider_settings(args.env)) as provider:
         for endpoint in _selected(_endpoints_of(provider, name, args.env), args.services):
-            undeploy(provider, endpoint.id)
-            print(f"{_key(endpoint)}: endpoint {endpoint.id} deleted")
+            cleanup = undeploy(provider, endpoint.id)
+            print(cleanup.after(f"{_key(endpoint)}: endpoint {endpoint.id} deleted"))
     if forget:
         del environments.environments[args.env]
         environments.save()

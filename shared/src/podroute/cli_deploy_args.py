@@ -61,7 +61,9 @@ def add_deploy_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     rollback.add_argument("env")
     rollback.add_argument("services", nargs="*", metavar="SERVICE", help="default: every endpoint")
     rollback.add_argument("--release", type=int, help="release number (default: the previous one)")
-    undeploy_parser = actions.add_parser("undeploy", help="delete endpoints; the environment stays")
+    undeploy_parser = actions.add_parser(
+        "undeploy", help="delete endpoints (and the secrets made for them); the environment stays"
+    )
     undeploy_parser.add_argument("env")
     undeploy_parser.add_argument("services", nargs="*", metavar="SERVICE", help="default: every endpoint")
     delete = actions.add_parser(

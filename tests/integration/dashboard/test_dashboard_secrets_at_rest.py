@@ -3,8 +3,9 @@ a real `podroute runtime`: a secret env value set on the edit form and deployed 
 no column and no byte of the data folder (the snapshot keeps the version of the value); the diff marks
 a changed secret as '***'; a rollback serves the old value again, also when the old snapshot itself
 is deployed again (the worker refers to the provider secret that release ran with); a rollback whose
-provider secret is gone fails naming the variable, before anything is made. Migration 0009 replaces
-the values older dashboards left in snapshots (SQLite and PostgreSQL)."""
+provider secret is gone fails naming the variable, before anything is made; undeploying removes the
+provider secrets made for the endpoint, and only those. Migration 0009 replaces the values older
+dashboards left in snapshots (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -200,9 +201,18 @@ async def test_no_secret_value_is_stored_in_clear_and_rollbacks_serve_the_old_on
     assert "Deploy the current config" in failed.error
     with provider(runtime) as runtime_provider:
         assert serving is not None and runtime_provider.status(again.external_id).release == serving
-        runtime_provider.delete(again.external_id)
-        for info in runtime_provider.list_secrets():
-            runtime_provider.delete_secret(info.name)
+        runtime_provider.add_secret("hf-token", "the user's own secret", "")
+
+    # undeploying removes the provider secrets made for the endpoint's secret env values (the
+    # newer one; the old one was deleted above), and no other secret
+    undeploy = f"/endpoints/{endpoint_id}/environments/production/undeploy"
+    assert (await web.post(undeploy, {"confirm": "yes"})).status_code == 303
+    panel = await poll(web, f"/endpoints/{endpoint_id}/environments/production")
+    assert 'data-status="deleted"' in panel, panel
+    assert "removed 1 provider secret(s) of its secret env values" in rows(settings)[-1].log[-1]
+    with provider(runtime) as runtime_provider:
+        assert [s.name for s in runtime_provider.list_secrets()] == ["hf-token"]
+        runtime_provider.delete_secret("hf-token")
 
     for secret_value in (value, newer):
         assert_stored_nowhere(settings, secret_value)

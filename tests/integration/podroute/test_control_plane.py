@@ -12,9 +12,12 @@ import httpx
 import pytest
 
 from podroute.build import build_project
-from podroute.deploy.model import Target, endpoint_name, resolve_config, target_labels
+from podroute.deploy.model import Target, endpoint_name, env_secret_name, resolve_config, target_labels
+from podroute.deploy.preflight import SecretEnv
 from podroute.deploy.rollout import find_endpoint, roll_out
 from podroute.project import project_name
+from podroute.providers.base import DeployError
+from podroute.secrets import Secret
 from tests.runtime_support import Runtime, deploy, gateway_ping, make_lab_project, run_cli
 
 
@@ -141,3 +144,44 @@ def test_new_endpoint_that_never_gets_healthy_is_deleted(project: Path, runtime:
     assert failed.returncode == 2 and "the new endpoint was deleted" in failed.stderr
     assert "no weights" in failed.stderr
     assert control(runtime, "GET", "/endpoints").json()["endpoints"] == []
+
+
+def test_undeploy_removes_the_secrets_stored_for_the_endpoint_and_no_others(
+    project: Path, runtime: Runtime
+) -> None:
+    """The dashboard's secret env values become provider secrets (through the engine); deleting the
+    endpoint from the CLI removes them, and a rollout that never got healthy removes the ones it
+    made. The user's own secrets stay, also one that looks like ours for a variable no release set."""
+    entry = deploy(project, runtime, "staging")
+    [build] = build_project(project, ["lab"], progress=lambda line: None)
+    target = Target(project_name(project), "staging", "lab", "lab")
+    secret_env = SecretEnv({"LAB_TOKEN": "value-" + "x" * 20}, fingerprint_key=b"k" * 32)
+    as_dashboard: dict[str, Any] = {"deployed_by": "dashboard:ann", "secret_env": secret_env}
+    [ours] = secret_env.names(target).values()
+    lookalike = env_secret_name(target, "NOT_SET", ours[-12:])
+    with runtime.provider() as provider:
+        provider.add_secret("hf-token", "the user's own", "")
+        provider.add_secret(lookalike, "also the user's", "")
+        env = {"HF_TOKEN": Secret("hf-token")}
+        config = resolve_config(build.manifest["resource"], {"env": env})
+        roll_out(provider, target, build, config, timeout_s=60, **as_dashboard)
+        assert sorted(s.name for s in provider.list_secrets()) == sorted(["hf-token", lookalike, ours])
+
+    out = cli(project, "deploy", "undeploy", "staging")
+    assert f"lab/lab: endpoint {entry['id']} deleted; removed 1 provider secret(s)" in out
+    with runtime.provider() as provider:
+        assert sorted(s.name for s in provider.list_secrets()) == sorted(["hf-token", lookalike])
+
+    source = project / "services" / "lab" / "endpoint.py"
+    source.write_text(
+        source.read_text().replace(
+            "def warm_up() -> None:\n", "def warm_up() -> None:\n    raise RuntimeError('no weights')\n"
+        )
+    )
+    [broken] = build_project(project, ["lab"], progress=lambda line: None)
+    with runtime.provider() as provider, pytest.raises(DeployError) as failed:
+        roll_out(provider, target, broken, config, timeout_s=30, **as_dashboard)
+    assert "the new endpoint was deleted; removed 1 provider secret(s)" in str(failed.value)
+    with runtime.provider() as provider:
+        assert provider.list_endpoints(target.project) == []
+        assert sorted(s.name for s in provider.list_secrets()) == sorted(["hf-token", lookalike])

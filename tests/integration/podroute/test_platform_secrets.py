@@ -20,6 +20,7 @@ import pytest
 
 from podroute.build import BuildResult, build_project
 from podroute.deploy.model import DesiredConfig, Target, resolve_config
+from podroute.deploy.preflight import SecretEnv
 from podroute.deploy.rollout import RolloutEvent, RolloutStep, roll_out
 from podroute.project import project_name
 from podroute.providers.base import DeployError
@@ -258,11 +259,25 @@ def test_runpod_platform_secrets(fake: tuple[FakeRunPod, str], tmp_path: Path, a
         status.stderr,
     ]
 
+    # a dashboard deploy keeps its secret env value as a secret made for this endpoint; deleting
+    # the endpoint from the CLI removes that secret with it, and leaves the user's own
+    pin = "pin-" + secrets.token_hex(12)
+    secret_env = SecretEnv({"VAULT_PIN": pin}, fingerprint_key=b"k" * 32)
+    with RunPodProvider(settings, images={"vault/vault": "ghcr.io/acme/vault:1"}) as provider:
+        roll_out(provider, target, build, declared(build), deployed_by="dashboard:x", secret_env=secret_env)
+    [made] = secret_env.names(target).values()
+    assert sorted(s["name"] for s in state.secrets.values()) == sorted(["api-token", made])
+    undeployed = run_cli(["deploy", "undeploy", "prod"], project, **env)
+    assert undeployed.returncode == 0, undeployed.stderr
+    assert "deleted; removed 1 provider secret(s) of its secret env values" in undeployed.stdout
+    assert state.endpoints == {} and state.templates == {}
+    assert [s["name"] for s in state.secrets.values()] == ["api-token"]
+    outputs += [undeployed.stdout, undeployed.stderr]
+
     deleted = run_cli(["secret", "delete", "prod", "api-token"], project, **env)
     assert deleted.returncode == 0 and state.secrets == {} and state.secret_values == {}
     missing = run_cli(["secret", "delete", "prod", "api-token"], project, **env)
     assert missing.returncode == 2 and "RunPod has no secret 'api-token'" in missing.stderr
     assert run_cli(["deploy", "delete", "prod"], project, **env).returncode == 0
-    assert state.endpoints == {} and state.templates == {}
     assert files_holding(project / ".podroute", value) == []
-    assert not any(value in text for text in outputs)
+    assert not any(value in text or pin in text for text in outputs)

@@ -6,10 +6,10 @@
     (a ready worker of the new release and /ping 200 through the gateway) -> result
 
 One undo rule: a *new* endpoint that never got healthy is deleted (and the provider confirms it is
-gone); an *existing* endpoint gets its previous release back. Idempotent: the endpoint is found by
-its name and marker before anything is created, so a retried or re-run rollout after a crash lands
-on the same endpoint; a release of the same build and config that a lost rollout already made is
-reused, not made twice.
+gone), with the provider secrets stored for it; an *existing* endpoint gets its previous release
+back. Idempotent: the endpoint is found by its name and marker before anything is created, so a
+retried or re-run rollout after a crash lands on the same endpoint; a release of the same build and
+config that a lost rollout already made is reused, not made twice.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from podroute.build import BuildResult
+from podroute.deploy.endpoint_secrets import SecretCleanup, remove_owned_secrets
 from podroute.deploy.model import ActualEndpoint, DesiredConfig, Target, endpoint_name
 from podroute.deploy.preflight import (
     SecretEnv,
@@ -165,8 +166,8 @@ def _undo(provider: Provider, endpoint: ActualEndpoint, previous: int | None) ->
     """The one undo rule; returns what it did, for the error message."""
     try:
         if previous is None:
-            provider.delete(endpoint.id)
-            return "the new endpoint was deleted"
+            cleanup = undeploy(provider, endpoint.id)
+            return cleanup.after("the new endpoint was deleted")
         if previous == _number(endpoint):
             return "the release that was serving before keeps serving"
         provider.rollback(endpoint.id, previous)
@@ -175,12 +176,23 @@ def _undo(provider: Provider, endpoint: ActualEndpoint, previous: int | None) ->
         return f"undoing it failed too ({error}); check endpoint {endpoint.id} on the provider"
 
 
-def undeploy(provider: Provider, endpoint_id: str) -> None:
-    """Delete an endpoint; returns only once the provider confirms it is gone (already gone is fine)."""
+def undeploy(provider: Provider, endpoint_id: str) -> SecretCleanup:
+    """Delete an endpoint, then the provider secrets stored for its secret env values; returns only
+    once the provider confirms the endpoint is gone (already gone is fine: nothing to clean up).
+    The delete never waits on the read that finds the secrets: if that read fails, the endpoint is
+    deleted all the same and the result says its secrets were not looked for."""
+    try:
+        endpoint = provider.status(endpoint_id)
+    except EndpointNotFoundError:
+        return SecretCleanup()
+    except DeployError as error:
+        log.warning("endpoint %s: its secrets were not looked for: %s", endpoint_id, error)
+        endpoint, unread = None, str(error)
     try:
         provider.delete(endpoint_id)
     except EndpointNotFoundError:
-        return
+        return SecretCleanup()
+    return remove_owned_secrets(provider, endpoint) if endpoint else SecretCleanup(unlisted=unread)
 
 
 def roll_back(provider: Provider, endpoint_id: str, to_release: int | None = None) -> ActualEndpoint:

@@ -18,8 +18,8 @@ from podroute.deploy.model import (
     resolve_config,
     target_labels,
 )
-from podroute.deploy.rollout import RolloutEvent, RolloutStep, roll_out
-from podroute.providers.base import DeployError, Progress
+from podroute.deploy.rollout import RolloutEvent, RolloutStep, roll_out, undeploy
+from podroute.providers.base import DeployError, EndpointNotFoundError, Progress, ProviderUnavailableError
 
 TARGET = Target("shop", "staging", "cpu", "cpu")
 
@@ -82,6 +82,11 @@ class MemoryProvider:
         endpoint = self.endpoints[endpoint_id]
         endpoint.release = endpoint.releases[(to_release or 1) - 1]
         return endpoint
+
+    def status(self, endpoint_id: str) -> ActualEndpoint:
+        if endpoint_id not in self.endpoints:
+            raise EndpointNotFoundError(endpoint_id)
+        return self.endpoints[endpoint_id]
 
     def delete(self, endpoint_id: str) -> None:
         self.calls.append("delete")
@@ -152,3 +157,16 @@ def test_an_existing_endpoint_gets_its_previous_release_back(tmp_path):
     with pytest.raises(DeployError, match=r"previous release \(#1\) keeps serving"):
         roll_out(provider, TARGET, build_of(tmp_path, "b" * 64), config(), deployed_by="cli:t")
     assert provider.calls[-1] == "rollback 1" and provider.endpoints["ep-1"].release.number == 1
+
+
+def test_undeploy_deletes_the_endpoint_even_when_reading_it_fails(tmp_path: Path) -> None:
+    class Unreadable(MemoryProvider):
+        def status(self, endpoint_id: str) -> ActualEndpoint:
+            raise ProviderUnavailableError("RunPod answered 503 three times")
+
+    provider = Unreadable()
+    endpoint = provider.create(TARGET, build_of(tmp_path, "a" * 64), config(), deployed_by="cli:test")
+    cleanup = undeploy(provider, endpoint.id)
+    assert provider.endpoints == {} and cleanup.removed == []
+    assert "its provider secrets were not looked for (RunPod answered 503 three times)" in cleanup.summary()
+    assert undeploy(MemoryProvider(), "ep-gone").summary() == ""  # already gone: nothing to do
