@@ -270,7 +270,7 @@ def _runtime(args: argparse.Namespace) -> int:
         f"control token in {settings.data_dir / 'token'}",
         file=sys.stderr,
     )
-    serve_runtime(app, settings.listen)
+    serve_runtime(app, settings.listen, stopping=app.extensions["podroute_gateway"].go_away)
     return 0
 
 

@@ -1,12 +1,15 @@
 """WebSockets and event streams through the local runtime's gateway: Bearer auth on the upgrade, the
-worker's id, the socket counted in flight while open, a drained worker closing it with 1001, and
-the worker's refusals and close codes passed on. A real runtime and real worker processes."""
+worker's id, the socket counted in flight while open, a drained worker closing it with 1001, the
+worker's refusals and close codes passed on, and sockets closed with 1001 when the runtime stops.
+A real runtime and real worker processes."""
 
 from __future__ import annotations
 
 import json
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -131,3 +134,26 @@ def test_a_drained_worker_closes_its_sockets_with_1001(chat: tuple[Runtime, dict
         assert socket.response.headers["x-runpod-worker-id"] != old
         socket.send(json.dumps({"text": "after"}))
         assert json.loads(socket.recv(timeout=30))["answer"] == "bonjour new: after"
+
+
+def test_stopping_the_runtime_closes_its_sockets_with_1001_at_once(tmp_path: Path) -> None:
+    """SIGTERM: open sockets are closed with 1001 at once (not held for the 30 s graceful wait and
+    then cut without a code), and the runtime exits cleanly."""
+    project = make_chat_project(tmp_path / "project")
+    with runtime_process(tmp_path / "rt") as runtime:
+        assert runtime.server is not None
+        entry = deploy(project, runtime, key="chat/chat")
+        with (
+            EndpointClient(entry["url"], entry["api_key"], retry=RETRY) as client,
+            client.websocket("/ask/bye") as socket,
+        ):
+            socket.send(json.dumps({"text": "hi"}))
+            assert json.loads(socket.recv(timeout=30))["answer"] == "hello bye: hi"
+            runtime.server.process.send_signal(signal.SIGTERM)
+            with pytest.raises(ConnectionClosed):
+                socket.recv(timeout=20)  # the graceful wait is 30 s: only a prompt close gets here
+            assert (socket.close_code, socket.close_reason) == (
+                1001,
+                "the runtime is shutting down; reconnect",
+            )
+        assert runtime.server.process.wait(timeout=20) == 0

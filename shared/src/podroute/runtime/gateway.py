@@ -129,6 +129,10 @@ class Gateway:
         """Start closing idle worker connections periodically."""
         self._sweeper = asyncio.create_task(self._sweep())
 
+    def go_away(self) -> None:
+        """Shutdown has begun: close the open WebSockets with 1001 (HTTP requests in flight finish)."""
+        self.sockets.go_away()
+
     async def close(self) -> None:
         """Stop the sweeper and close every pooled connection."""
         if self._sweeper is not None:

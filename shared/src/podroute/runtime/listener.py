@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,15 +54,21 @@ def listener_config(settings: ListenSettings) -> Any:
     return config
 
 
-async def _serve(app: Any, settings: ListenSettings) -> None:
+async def _serve(app: Any, settings: ListenSettings, stopping: Callable[[], None]) -> None:
     stop = shutdown_event()
+
+    async def stopped() -> None:
+        await stop.wait()
+        stopping()
+
     guarded: Any = ServingGuard(app, settings.server, None)
-    await serve(guarded, listener_config(settings), shutdown_trigger=stop.wait)
+    await serve(guarded, listener_config(settings), shutdown_trigger=stopped)
 
 
-def serve_runtime(app: Any, settings: ListenSettings) -> None:
-    """Serve the runtime's ASGI app until SIGTERM/SIGINT."""
+def serve_runtime(app: Any, settings: ListenSettings, stopping: Callable[[], None] = lambda: None) -> None:
+    """Serve the runtime's ASGI app until SIGTERM/SIGINT; `stopping` is called as soon as one comes
+    (the gateway closes its WebSockets then, so the graceful wait is for HTTP requests only)."""
     install_uvloop()
     raise_descriptor_limit()
     tune_gc()
-    asyncio.run(_serve(app, settings))
+    asyncio.run(_serve(app, settings, stopping))

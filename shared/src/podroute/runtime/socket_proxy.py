@@ -10,8 +10,9 @@ An accepted socket holds its worker through `EndpointPool.lease`, so it counts a
 flight for autoscaling for as long as it is open. Messages are relayed as they come, both ways,
 by the `websockets` package on the worker side and the server's own WebSocket support on the
 client side (no framing here). Each side's close code and reason reach the other. When the worker
-leaves service (drained for a rollout or scale-in, found unhealthy, stopped) both sides are
-closed with 1001 "going away", so the drain finishes and the client knows to reconnect.
+leaves service (drained for a rollout or scale-in, found unhealthy, stopped), and when the
+runtime begins to shut down (`go_away`, on SIGTERM), both sides are closed with 1001 "going away",
+so the drain or the shutdown finishes at once and the client knows to reconnect.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ logger = logging.getLogger("podroute.runtime.gateway")
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 """The largest message the gateway relays from a worker (workers enforce their own, smaller limit)."""
 GOING_AWAY = 1001
+DRAINED = "the worker is going away (drained); reconnect"
+SHUTTING_DOWN = "the runtime is shutting down; reconnect"
 _UNSENDABLE = frozenset({1005, 1006, 1015})
 """Close codes that describe a close but may not be sent in a close frame (RFC 6455 7.4.1)."""
 _NOT_FORWARDED = frozenset(
@@ -104,6 +107,11 @@ class SocketProxy:
         self.state = state
         self.pools = pools
         self.wait_s = wait_s
+        self.closing = asyncio.Event()
+
+    def go_away(self) -> None:
+        """Close every open socket with 1001 now, and any accepted later at once (shutdown)."""
+        self.closing.set()
 
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, endpoint_id: str, target: bytes, request_id: str
@@ -202,18 +210,21 @@ class SocketProxy:
         inbound = asyncio.ensure_future(self._client_to_worker(receive, upstream, session))
         outbound = asyncio.ensure_future(self._worker_to_client(send, upstream, session))
         retired = asyncio.ensure_future(worker.retired.wait())
+        closing = asyncio.ensure_future(self.closing.wait())
+        tasks = (inbound, outbound, retired, closing)
         try:
-            done, _ = await asyncio.wait((inbound, outbound, retired), return_when=asyncio.FIRST_COMPLETED)
-            if retired in done and not (inbound.done() or outbound.done()):
-                session.outcome = f"closed {GOING_AWAY}: worker {worker.id} left service"
-                reason = "the worker is going away (drained); reconnect"
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            if not (inbound.done() or outbound.done()):
+                reason = SHUTTING_DOWN if closing.done() else DRAINED
+                left = "the runtime shut down" if closing.done() else f"worker {worker.id} left service"
+                session.outcome = f"closed {GOING_AWAY}: {left}"
                 await upstream.close(GOING_AWAY, reason)
                 with contextlib.suppress(OSError):
                     await send({"type": "websocket.close", "code": GOING_AWAY, "reason": reason})
         finally:
-            for task in (inbound, outbound, retired):
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(inbound, outbound, retired, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             await upstream.close(GOING_AWAY)
 
     async def _client_to_worker(
