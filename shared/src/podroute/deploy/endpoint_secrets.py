@@ -23,7 +23,7 @@ VERSION_LENGTH = 12
 """Hex digits of a secret value's version (`secret_version`), the end of every such name."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SecretCleanup:
     """What removing an endpoint's secrets did: the names removed, those left with why, and why
     none were looked for (`unlisted`: the endpoint or the provider's secrets could not be read)."""
