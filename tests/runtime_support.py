@@ -21,8 +21,9 @@ from podroute.client import EndpointClient, RetryPolicy
 from podroute.deploy.environments import Environments
 from podroute.project import project_name
 from podroute.providers.local import LocalRuntimeProvider
+from podroute.runtime.app import create_runtime_app
 from podroute.runtime.gateway import Gateway
-from podroute.runtime.service import RuntimeSettings, create_runtime_app
+from podroute.runtime.settings import RuntimeSettings
 from tests.helpers import REPO_ROOT, CliServer, free_port, hypercorn_server, loopback_socket, wait_for_http
 
 RETRY = RetryPolicy(attempts=6, backoff_base_s=0.05, backoff_max_s=0.5)

@@ -246,8 +246,9 @@ def build_record(result: BuildResult) -> dict[str, Any]:
 
 
 def _runtime(args: argparse.Namespace) -> int:
+    from podroute.runtime.app import create_runtime_app
     from podroute.runtime.listener import serve_runtime
-    from podroute.runtime.service import RuntimeSettings, create_runtime_app
+    from podroute.runtime.settings import RuntimeSettings
     from podroute.runtime.volumes import parse_volumes
 
     settings = RuntimeSettings.from_env()

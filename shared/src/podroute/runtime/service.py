@@ -1,47 +1,31 @@
-"""The local runtime: deploys artifacts as worker processes behind a RunPod-like LB gateway.
+"""The local runtime's endpoints: builds, releases and worker pools, behind a RunPod-like gateway.
 
-    gateway   http://HOST:PORT/<endpoint_id>/<path>    Bearer <endpoint api key>
-    health    http://HOST:PORT/v2/<endpoint_id>/health  worker counts, like RunPod's
-    control   http://HOST:PORT/control/...              Bearer <runtime token>
-    metrics   http://HOST:PORT/metrics                  Bearer <runtime token> (Prometheus text)
-
-This module holds the endpoints and their builds (`LocalRuntime`) and the control API; the gateway
-(`podroute.runtime.gateway`) is ASGI middleware in front of it, and `podroute.runtime.listener`
-serves both. Every finished gateway request reaches `LocalRuntime.observe_request` (a gateway
-observer), which files it in the metrics store by route template, release and worker; the control
-API reads it back (`podroute.runtime.observability`).
+`LocalRuntime` holds the endpoints and their builds, starts a worker pool per endpoint and serves
+the control API's operations (`podroute.runtime.app` maps the HTTP routes onto it; a refusal is a
+`ControlError` with its status). Every finished gateway request reaches
+`LocalRuntime.observe_request` (a gateway observer), which files it in the metrics store by route
+template, release and worker; the control API reads it back (`podroute.runtime.observability`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import logging
-import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-from quart import Quart, Response, request
-
-from podroute.binding import read_body
 from podroute.build import BuildError, extract_artifact
-from podroute.cost import load_price_file
-from podroute.deploy.model import MARKER_LABEL
 from podroute.resources import DEFAULT_VOLUME_MOUNT_PATH, ResourceConfigError, resource_from_config
 from podroute.runtime.environments import Environments
-from podroute.runtime.gateway import Gateway, RequestRecord
-from podroute.runtime.listener import ListenSettings
-from podroute.runtime.metrics import MetricsSettings, MetricsStore, RequestFacts
-from podroute.runtime.observability import EndpointFacts, Observability, register_observability
+from podroute.runtime.gateway import RequestRecord
+from podroute.runtime.metrics import MetricsStore, RequestFacts
 from podroute.runtime.pool import EndpointPool
 from podroute.runtime.routes import RouteTable
-from podroute.runtime.secret_routes import register_secret_routes
 from podroute.runtime.secret_store import EncryptedSecretStore
+from podroute.runtime.settings import RuntimeSettings
 from podroute.runtime.state import (
     SCALING_FIELDS,
     EndpointRecord,
@@ -52,76 +36,11 @@ from podroute.runtime.state import (
     new_api_key,
     new_endpoint_id,
 )
-from podroute.runtime.volumes import VolumeConfigError, parse_volumes, volume_mount_for
+from podroute.runtime.volumes import VolumeConfigError, volume_mount_for
 from podroute.runtime.workers import WorkerSpec
 from podroute.secrets import check_secrets, missing_secrets_message
-from podroute.settings import read_int, read_number, read_seconds
 
 logger = logging.getLogger("podroute.runtime")
-
-
-@dataclass(frozen=True)
-class RuntimeSettings:
-    """Where the runtime keeps its state and how its gateway behaves."""
-
-    data_dir: Path = Path(".podroute/runtime")
-    host: str = "localhost"
-    port: int = 8800
-    token: str | None = None
-    environment_mode: str = "isolated"
-    wait_limit_s: float = 120.0
-    execution_limit_s: float = 330.0
-    startup_timeout_s: float = 600.0
-    public_url: str = ""
-    keep_alive_s: float = 30.0
-    read_timeout_s: float = 360.0
-    extra_env: dict[str, str] = field(default_factory=dict)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    daily_budget_usd: float = 0.0
-    volumes: dict[str, Path] = field(default_factory=dict)
-
-    @property
-    def base_url(self) -> str:
-        """The gateway's URL as clients reach it."""
-        return self.public_url or f"http://{self.host}:{self.port}"
-
-    @property
-    def listen(self) -> ListenSettings:
-        """Address and connection limits for the listener."""
-        return ListenSettings(
-            host=self.host,
-            port=self.port,
-            keep_alive_s=self.keep_alive_s,
-            read_timeout_s=self.read_timeout_s,
-        )
-
-    @classmethod
-    def from_env(cls) -> RuntimeSettings:
-        """Read `PODROUTE_RUNTIME_` + DIR, HOST, PORT, TOKEN, ENV_MODE, WAIT_S, EXECUTION_LIMIT_S,
-        KEEP_ALIVE_S (idle connections), READ_TIMEOUT_S (a client silent mid-request),
-        METRICS_RETENTION_S (rollups, 7 days), METRICS_RAW_LIMIT (request records kept, 10000) and
-        DAILY_BUDGET_USD (per endpoint; 0 = no budget) and VOLUMES (`VOLUME_ID=FOLDER,...`)."""
-        env = os.environ
-        metrics = MetricsSettings(
-            retention_s=read_seconds(env, "PODROUTE_RUNTIME_METRICS_RETENTION_S", 7 * 86400.0),
-            raw_limit=read_int(env, "PODROUTE_RUNTIME_METRICS_RAW_LIMIT", 10_000, minimum=1),
-        )
-        return cls(
-            metrics=metrics,
-            daily_budget_usd=read_number(
-                env, "PODROUTE_RUNTIME_DAILY_BUDGET_USD", 0.0, minimum=0.0, maximum=1e9
-            ),
-            data_dir=Path(env.get("PODROUTE_RUNTIME_DIR", ".podroute/runtime")),
-            host=env.get("PODROUTE_RUNTIME_HOST", "localhost"),
-            port=int(env.get("PODROUTE_RUNTIME_PORT", "8800")),
-            token=env.get("PODROUTE_RUNTIME_TOKEN") or None,
-            environment_mode=env.get("PODROUTE_RUNTIME_ENV_MODE", "isolated"),
-            wait_limit_s=read_seconds(env, "PODROUTE_RUNTIME_WAIT_S", 120.0),
-            execution_limit_s=read_seconds(env, "PODROUTE_RUNTIME_EXECUTION_LIMIT_S", 330.0),
-            keep_alive_s=read_seconds(env, "PODROUTE_RUNTIME_KEEP_ALIVE_S", 30.0),
-            read_timeout_s=read_seconds(env, "PODROUTE_RUNTIME_READ_TIMEOUT_S", 360.0),
-            volumes=parse_volumes(env.get("PODROUTE_RUNTIME_VOLUMES", "")),
-        )
 
 
 class ControlError(Exception):
@@ -130,10 +49,6 @@ class ControlError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status=status, content_type="application/json")
 
 
 class LocalRuntime:
@@ -238,7 +153,8 @@ class LocalRuntime:
 
     # -- endpoints ------------------------------------------------------------------------------
 
-    def _record(self, endpoint_id: str) -> EndpointRecord:
+    def record(self, endpoint_id: str) -> EndpointRecord:
+        """The endpoint `endpoint_id`; ControlError 404 when there is none."""
         record = self.state.endpoints.get(endpoint_id)
         if record is None:
             raise ControlError(404, f"no endpoint {endpoint_id!r}")
@@ -304,7 +220,7 @@ class LocalRuntime:
         serving or newest release already is exactly that). Top-level scaling fields apply at once;
         `"record": true` also stores them as the endpoint's desired overrides.
         """
-        record = self._record(endpoint_id)
+        record = self.record(endpoint_id)
         build = str(payload.get("build") or record.release.build)
         manifest = self._check_build(build)
         config = _config_of(payload)
@@ -344,7 +260,7 @@ class LocalRuntime:
 
         The recorded overrides are cleared: that release's config is the desired state again.
         """
-        record = self._record(endpoint_id)
+        record = self.record(endpoint_id)
         if number is None:
             earlier = [r.number for r in record.releases if r.number < record.release.number]
             if not earlier:
@@ -365,7 +281,7 @@ class LocalRuntime:
 
     async def delete_endpoint(self, endpoint_id: str) -> None:
         """Stop every worker of the endpoint and forget it."""
-        record = self._record(endpoint_id)
+        record = self.record(endpoint_id)
         pool = self.pools.pop(record.id)
         await pool.close()
         del self.state.endpoints[record.id]
@@ -374,7 +290,7 @@ class LocalRuntime:
 
     def api_key(self, endpoint_id: str) -> str:
         """The endpoint's API key; 409 for an endpoint created before keys were kept."""
-        record = self._record(endpoint_id)
+        record = self.record(endpoint_id)
         key = self.state.keys.get(record.id)
         if key is None:
             raise ControlError(
@@ -417,7 +333,7 @@ class LocalRuntime:
 
     def worker_counts(self, endpoint_id: str) -> dict[str, Any]:
         """RunPod-style `/v2/<id>/health` body."""
-        pool = self.pools[self._record(endpoint_id).id]
+        pool = self.pools[self.record(endpoint_id).id]
         states = [w.state for w in pool.workers]
         busy = sum(1 for w in pool.workers if w.state == "ready" and w.inflight)
         return {
@@ -516,145 +432,3 @@ def _env_of(payload: dict[str, Any]) -> dict[str, str]:
     ):
         raise ControlError(422, "env must be an object of string names to string values")
     return dict(env)
-
-
-def create_runtime_app(settings: RuntimeSettings | None = None) -> Quart:
-    """The runtime's Quart app: RunPod-style health and the control API, behind the gateway.
-
-    The gateway is `app.extensions["podroute_gateway"]` (add request observers there).
-    """
-    settings = settings or RuntimeSettings.from_env()
-    runtime = LocalRuntime(settings)
-    app = Quart("podroute.runtime")
-    app.config["MAX_CONTENT_LENGTH"] = 2 * 1024 * 1024 * 1024
-    gateway = Gateway(
-        app.asgi_app,
-        runtime.state,
-        runtime.pools,
-        wait_limit_s=settings.wait_limit_s,
-        execution_limit_s=settings.execution_limit_s,
-    )
-    app.asgi_app = gateway  # type: ignore[assignment]  # Quart's documented middleware hook
-    app.extensions["podroute_runtime"] = runtime
-    app.extensions["podroute_gateway"] = gateway
-    gateway.observers.append(runtime.observe_request)
-    app.before_serving(runtime.start)
-    app.before_serving(gateway.start)
-    app.after_serving(gateway.close)
-    app.after_serving(runtime.stop)
-    _register_control(app, runtime)
-    _register_health(app, runtime)
-    _register_observability(app, runtime)
-    register_secret_routes(app, runtime.secrets)
-    return app
-
-
-def _register_observability(app: Quart, runtime: LocalRuntime) -> None:
-    prices = load_price_file()
-
-    def facts(endpoint_id: str) -> EndpointFacts:
-        record = runtime.state.endpoints[endpoint_id]
-        resource = runtime.state.builds[record.release.build]["resource"]
-        return EndpointFacts(id=record.id, scaling=dict(record.scaling), resource=resource)
-
-    async def authorized() -> Response | None:
-        return _check_token(runtime)
-
-    view = Observability(
-        metrics=runtime.metrics,
-        endpoint=facts,
-        prices=lambda: prices,
-        load=runtime.load,
-        authorized=authorized,
-        daily_budget_usd=runtime.settings.daily_budget_usd,
-    )
-    register_observability(app, view)
-
-
-def _check_token(runtime: LocalRuntime) -> Response | None:
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip(), runtime.token):
-        return None
-    return _json({"error": "unauthorized: send Authorization: Bearer <runtime token>"}, 401)
-
-
-async def _payload() -> dict[str, Any]:
-    raw = await request.get_data(as_text=False)
-    try:
-        payload = orjson.loads(raw or b"{}")
-    except orjson.JSONDecodeError:
-        raise ControlError(400, "the body must be a JSON object") from None
-    if not isinstance(payload, dict):
-        raise ControlError(400, "the body must be a JSON object")
-    return payload
-
-
-def _register_control(app: Quart, runtime: LocalRuntime) -> None:
-    @app.before_request
-    async def authenticate() -> Response | None:
-        if request.path.startswith("/control/"):
-            return _check_token(runtime)
-        return None
-
-    @app.errorhandler(ControlError)
-    async def control_error(error: ControlError) -> Response:
-        return _json({"error": str(error)}, error.status)
-
-    @app.get("/control/health")
-    async def health() -> Response:
-        return _json({"status": "ok", "endpoints": len(runtime.state.endpoints)})
-
-    @app.put("/control/builds/<sha>")
-    async def upload_build(sha: str) -> Response:
-        data = await read_body(request)
-        manifest = await asyncio.to_thread(runtime.store_build, sha, data)
-        return _json({"build": sha, "manifest": manifest})
-
-    @app.get("/control/endpoints")
-    async def list_endpoints() -> Response:
-        project = request.args.get("project")
-        records = [
-            r
-            for r in runtime.state.endpoints.values()
-            if project is None or r.labels.get(MARKER_LABEL) == project
-        ]
-        return _json({"endpoints": [runtime.describe(r) for r in records]})
-
-    @app.post("/control/endpoints")
-    async def create_endpoint() -> Response:
-        record, key = runtime.create_endpoint(await _payload())
-        return _json({**runtime.describe(record), "api_key": key}, 201)
-
-    @app.get("/control/endpoints/<endpoint_id>")
-    async def get_endpoint(endpoint_id: str) -> Response:
-        return _json(runtime.describe(runtime._record(endpoint_id)))
-
-    @app.patch("/control/endpoints/<endpoint_id>")
-    async def update_endpoint(endpoint_id: str) -> Response:
-        return _json(runtime.describe(runtime.update_endpoint(endpoint_id, await _payload())))
-
-    @app.post("/control/endpoints/<endpoint_id>/rollback")
-    async def rollback(endpoint_id: str) -> Response:
-        number = (await _payload()).get("release")
-        if number is not None and (isinstance(number, bool) or not isinstance(number, int)):
-            raise ControlError(422, "release must be a release number")
-        return _json(runtime.describe(runtime.rollback(endpoint_id, number)))
-
-    @app.get("/control/endpoints/<endpoint_id>/key")
-    async def endpoint_key(endpoint_id: str) -> Response:
-        return _json({"id": endpoint_id, "api_key": runtime.api_key(endpoint_id)})
-
-    @app.delete("/control/endpoints/<endpoint_id>")
-    async def delete_endpoint(endpoint_id: str) -> Response:
-        await runtime.delete_endpoint(endpoint_id)
-        return _json({"deleted": endpoint_id})
-
-
-def _register_health(app: Quart, runtime: LocalRuntime) -> None:
-    @app.get("/v2/<endpoint_id>/health")
-    async def runpod_health(endpoint_id: str) -> Response:
-        record = runtime.state.endpoints.get(endpoint_id)
-        auth = request.headers.get("Authorization", "")
-        if record is None or not record.accepts_key(auth.removeprefix("Bearer ").strip()):
-            return _json({"error": "unauthorized"}, 401)
-        return _json(runtime.worker_counts(endpoint_id))
