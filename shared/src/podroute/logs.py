@@ -102,12 +102,13 @@ class AccessLog:
 
     def record(self, scope: Mapping[str, Any], status: int, size: int, seconds: float) -> None:
         """Log one answered request of ASGI `scope`:
-        `<client> "<method> <target> HTTP/<version>" <status> <bytes> <seconds>s`."""
+        `<client> "<method> <target> HTTP/<version>" <status> <bytes> <seconds>s`. A WebSocket
+        scope (no method; the version is optional) is its upgrade request, `GET`."""
         entries = self._entries
         entries.append(
             (
-                time.time(), scope.get("client"), scope["method"], scope["path"],
-                scope["query_string"], scope["http_version"], status, size, seconds,
+                time.time(), scope.get("client"), scope.get("method", "GET"), scope["path"],
+                scope["query_string"], scope.get("http_version", "1.1"), status, size, seconds,
             )
         )  # fmt: skip
         if len(entries) >= self.max_entries:

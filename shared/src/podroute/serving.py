@@ -1,10 +1,11 @@
 """What every server `podroute` runs has in common: request limits and the access log.
 
 `ServingGuard` is ASGI middleware that `run_app` puts around any app it serves (a worker, the dev
-server, the runtime's gateway): it answers 414 for a request target longer than
-`max_url_bytes` and 431 for more than `max_header_count` header fields, the same on every server,
-and writes the access log (`podroute.logs.AccessLog`). An answer sent before the request body was
-read in full (413, 408, an early error) says `Connection: close`: the server closes such a
+server, the runtime's gateway): it answers 414 for a request target longer than `max_url_bytes` and
+431 for more than `max_header_count` header fields, the same on every server and for WebSocket
+upgrades too, and writes the access log (`podroute.logs.AccessLog`; a WebSocket is one line when it
+ends: 101 once accepted, the bytes it sent, how long it was open). An answer sent before the request
+body was read in full (413, 408, an early error) says `Connection: close`: the server closes such a
 connection rather than read the rest, and a client must not send its next request on it.
 
 The total size of the request head is bounded earlier, while the server parses it: Hypercorn and
@@ -22,6 +23,8 @@ from podroute.dispatch import ASGIApp, Message, Receive, Scope, Send, choose_req
 from podroute.errors import HTTPError
 from podroute.logs import AccessLog
 from podroute.settings import ServerSettings
+from podroute.socket_serving import refuse_handshake
+from podroute.sockets import message_size
 
 _CLOSE = (b"connection", b"close")
 
@@ -55,10 +58,14 @@ class ServingGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Check the limits, serve, and log the answer."""
+        if scope["type"] == "websocket":
+            await self._serve_socket(scope, receive, send)
+            return
         if scope["type"] != "http":
-            if scope["type"] == "lifespan" and self._watchdog is None:
-                self._watchdog = asyncio.ensure_future(DescriptorWatch().run())
-            await self.app(scope, receive, send)
+            if scope["type"] == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
         error = self._check(scope)
         if error is not None:
@@ -92,6 +99,51 @@ class ServingGuard:
         finally:
             if self.log is not None:
                 self.log.record(scope, answer[0], answer[1], time.perf_counter() - started)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Watch descriptors while serving; write the access log's last lines once the app has
+        shut down (Granian's worker process exits without running `atexit`)."""
+        if self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(DescriptorWatch().run())
+        log = self.log
+
+        async def flushing_send(message: Message) -> None:
+            if log is not None and message["type"].startswith("lifespan.shutdown."):
+                log.flush()
+            await send(message)
+
+        await self.app(scope, receive, flushing_send)
+
+    async def _serve_socket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = self._check(scope)
+        if error is not None:
+            if (await receive())["type"] == "websocket.connect":
+                await refuse_handshake(scope, send, error, _request_id(scope))
+            return
+        if self.log is None:
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        answer = [0, 0]  # status, bytes sent
+
+        async def tracked_send(message: Message) -> None:
+            kind = message["type"]
+            if kind == "websocket.send":
+                answer[1] += message_size(message)
+            elif kind == "websocket.accept":
+                answer[0] = 101
+            elif kind == "websocket.http.response.start":
+                answer[0] = message["status"]
+            elif kind == "websocket.http.response.body":
+                answer[1] += len(message.get("body", b""))
+            elif kind == "websocket.close" and not answer[0]:
+                answer[0] = 403  # closed before accepting: the server refuses the upgrade with 403
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        finally:
+            self.log.record(scope, answer[0], answer[1], time.perf_counter() - started)
 
     def _check(self, scope: Scope) -> HTTPError | None:
         target = len(scope.get("raw_path") or scope["path"]) + len(scope["query_string"])

@@ -154,7 +154,8 @@ def socket_types(annotation: Any) -> tuple[Any, Any] | None:
     return args[0], (args[1] if len(args) > 1 else Any)
 
 
-def _size_of(message: Message) -> int:
+def message_size(message: Message) -> int:
+    """The bytes a WebSocket message carries (its text as UTF-8)."""
     data: bytes | None = message.get("bytes")
     if data is not None:
         return len(data)
@@ -204,7 +205,7 @@ class WebSocket(Generic[In, Out]):
         if message["type"] == "websocket.disconnect":
             self.closed = WebSocketClosedError(int(message.get("code") or 1005), message.get("reason") or "")
             raise self.closed
-        if _size_of(message) > self.max_message_bytes:
+        if message_size(message) > self.max_message_bytes:
             raise MessageTooLargeError(
                 f"the message is larger than the {self.max_message_bytes}-byte limit; send less"
             )

@@ -2,12 +2,17 @@
 
 Imported only when a server runs on uvicorn (`podroute.server`), so podroute works without it.
 WebSocket upgrades go to uvicorn's sans-I/O `websockets` protocol, imported on the first upgrade
-(`lazy_websocket_protocol`): loading it costs a worker start-up time even when it serves none.
+(`lazy_websocket_protocol`): loading it costs a worker start-up time even when it serves none. An
+upgrade that `websockets` itself refuses (a request line or header line over 8 KiB, more than 128
+header fields, no valid request) gets the answer `websockets` made for it (414, 431) and a close:
+uvicorn 0.54 never writes that answer, so the client waited forever and the server then failed
+its shutdown on the half-answered connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import signal
 from types import FrameType
@@ -115,9 +120,30 @@ def lazy_websocket_protocol(**kwargs: Any) -> asyncio.Protocol:
     uvicorn calls `Config.ws` with keyword arguments for each upgrade, so a function does as well
     as the class; the `websockets` package then loads on the first WebSocket, not at start-up.
     """
+    return _websocket_protocol()(**kwargs)
+
+
+@functools.cache
+def _websocket_protocol() -> type[asyncio.Protocol]:
     module, name = _WEBSOCKET_PROTOCOL
-    protocol: type[asyncio.Protocol] = getattr(importlib.import_module(module), name)
-    return protocol(**kwargs)
+    base: Any = getattr(importlib.import_module(module), name)
+
+    class AnsweringWebSocketProtocol(base):  # type: ignore[misc]  # uvicorn's class is untyped here
+        """Writes the answer `websockets` made to a handshake it refused, then closes."""
+
+        handshake_complete: bool
+        close_sent: bool
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.handshake_initiated or self.close_sent or self.conn.handshake_exc is None:
+                return
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.handshake_complete = True  # as uvicorn marks a refusal of its own, so that
+            self.close_sent = True  # its shutdown closes this connection instead of answering again
+            self.transport.close()
+
+    return AnsweringWebSocketProtocol
 
 
 class GracefulUvicornServer(uvicorn.Server):

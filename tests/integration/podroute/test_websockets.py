@@ -1,11 +1,14 @@
 """WebSocket routes and error-reporting event streams through a real `podroute serve` on each server,
-and through the dev server under its service prefix; the client used as a user would."""
+and through the dev server under its service prefix; the client used as a user would. Sockets get
+the same head limits as requests and a line each in the access log."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +24,7 @@ from tests.socket_support import Served, make_chat_project, podroute_serve
 SERVERS = ["uvicorn", "hypercorn", "granian"]
 LIMIT = 64 * 1024
 NO_RETRY = RetryPolicy(attempts=1)
+MANY_HEADERS = {f"X-Field-{index}": "1" for index in range(110)}  # over 100; `websockets` takes 128
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +212,36 @@ def test_podroute_dev_command_serves_websockets(project: Path) -> None:
             with pytest.raises(ConnectionClosedError):
                 socket.recv(timeout=10)
             assert socket.close_code == 1008
+
+
+def _refusal(client: EndpointClient, path: str, **options: Any) -> EndpointError:
+    with pytest.raises(EndpointError) as refused, client.websocket(path, **options):
+        pass
+    return refused.value
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sockets_are_in_the_access_log_and_upgrades_get_the_head_limits(project: Path, server: str) -> None:
+    with podroute_serve(project, server) as running:
+        with connect(f"{running.ws}/echo") as socket:
+            socket.send("héllo")  # 6 bytes as UTF-8
+            assert socket.recv(timeout=10) == "héllo"
+            socket.send(b"\x00\x01")
+            assert socket.recv(timeout=10) == b"\x00\x01"
+        with EndpointClient(running.base, retry=NO_RETRY) as client:
+            refused = _refusal(client, "/ask/x", params={"shout": "maybe"})
+            too_many = _refusal(client, "/echo", headers=MANY_HEADERS)
+            too_long = _refusal(client, "/echo", params={"q": "x" * 10_000})
+        printed = running.stop()  # at once: the last access lines are written at shutdown
+    assert running.process.returncode == 0 and "Traceback" not in printed
+    assert refused.status == 422
+    assert too_many.status == 431
+    if server != "granian":  # Granian's parser refuses past 100 fields itself, with an empty body
+        assert "more than 100 header" in too_many.problem["detail"]
+    assert too_long.status == 414
+    if server != "uvicorn":  # uvicorn's `websockets` refuses a request line over 8 KiB itself, in text
+        assert "longer than 8192 bytes" in too_long.problem["detail"]
+    lines = [json.loads(line)["msg"] for line in printed.splitlines() if '"podroute.access"' in line]
+    [echo] = [line for line in lines if '"GET /echo HTTP/1.1"' in line]
+    assert re.fullmatch(r'127\.0\.0\.1:\d+ "GET /echo HTTP/1\.1" 101 8 \d+\.\d+s', echo), echo
+    assert any('"GET /ask/x?shout=maybe HTTP/1.1" 422 ' in line for line in lines), lines
