@@ -15,12 +15,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from podroute.deploy.model import ActualEndpoint, env_secret_name
+from podroute.deploy.preflight import VERSION_DIGITS
 from podroute.providers.base import DeployError, Provider
 
 log = logging.getLogger("podroute.deploy")
-
-VERSION_LENGTH = 12
-"""Hex digits of a secret value's version (`secret_version`), the end of every such name."""
 
 
 @dataclass
@@ -71,8 +69,8 @@ def owned_secrets(endpoint: ActualEndpoint, held: Iterable[str]) -> list[str]:
     return sorted(
         name
         for name in set(held)
-        if len(name) > VERSION_LENGTH
-        and any(env_secret_name(target, key, name[-VERSION_LENGTH:]) == name for key in keys)
+        if len(name) > VERSION_DIGITS
+        and any(env_secret_name(target, key, name[-VERSION_DIGITS:]) == name for key in keys)
     )
 
 

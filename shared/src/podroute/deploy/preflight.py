@@ -51,12 +51,16 @@ class SecretEnv:
         return secret_version(self.fingerprint_key, key, value)
 
 
+VERSION_DIGITS = 12
+"""Hex digits of a secret value's version (`secret_version`), the end of its provider secret's name."""
+
+
 def secret_version(fingerprint_key: bytes, key: str, value: str) -> str:
     """The version of value `value` of env variable `key` (12 hex digits of an HMAC-SHA256 under
     `fingerprint_key`): what `SecretEnv` puts in the provider secret's name; a caller may store it
     to tell values apart without keeping them."""
     message = f"{key}\0{value}".encode()
-    return hmac.new(fingerprint_key, message, hashlib.sha256).hexdigest()[:12]
+    return hmac.new(fingerprint_key, message, hashlib.sha256).hexdigest()[:VERSION_DIGITS]
 
 
 def credential_lines(target: Target, config: DesiredConfig) -> list[str]:
